@@ -24,19 +24,21 @@ from levers.repro import NUMERIC_ENV
 CELL_TIMEOUT = 600
 
 
-def kernel_env() -> dict[str, str]:
+def kernel_env(**overrides: str) -> dict[str, str]:
     """The environment a notebook kernel gets: the pinned numeric settings, no progress bars."""
-    return {**os.environ, **NUMERIC_ENV, "LEVERS_EXECUTING": "1"}
+    return {**os.environ, **NUMERIC_ENV, "LEVERS_EXECUTING": "1", **overrides}
 
 
-def run_notebook(path: Path, out: Path | None = None, timeout: int = CELL_TIMEOUT) -> float:
+def run_notebook(path: Path, out: Path | None = None, timeout: int = CELL_TIMEOUT,
+                 env: dict[str, str] | None = None) -> float:
     """Execute the notebook at `path` with a fresh kernel and write it to `out` (default: in
-    place); return the seconds execution took. The kernel starts in the notebook's folder."""
+    place); return the seconds execution took. The kernel starts in the notebook's folder with
+    `env` (default: `kernel_env()`)."""
     nb = nbformat.read(path, as_version=4)
-    os.environ.update(kernel_env())
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute(
+                       env=env or kernel_env())
     elapsed = time.perf_counter() - start
     for cell in nb.cells:  # execution timestamps would make every run a diff
         cell.get("metadata", {}).pop("execution", None)

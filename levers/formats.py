@@ -1,0 +1,440 @@
+"""Number formats: what a float or integer format can represent, and rounding into it.
+
+A binary float format stores a sign bit, ``exponent_bits`` of biased exponent E and
+``mantissa_bits`` of mantissa M. A normal number (0 < E) is (-1)^s · 1.M · 2^(E - bias); a
+subnormal number (E = 0) is (-1)^s · 0.M · 2^(1 - bias). Between two powers of two the
+representable numbers are evenly spaced; the gap, one ULP, doubles at every power of two.
+
+`round_to_format` emulates a narrower format with float32 tensors: it rounds each float32 to the
+nearest number of the format (ties to the even mantissa) and returns it as a float32. It works on
+the float32 bit pattern with integer arithmetic, the way a hardware converter does, and agrees bit
+for bit with PyTorch's own casts to float16, bfloat16, float8_e4m3fn and float8_e5m2.
+
+float32 is the carrier, so a format must fit inside it: 2 to 8 exponent bits, 1 to 23 mantissa
+bits, and a largest finite value no larger than float32's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_F32_MANTISSA = 23  # float32 stores 23 mantissa bits; the leading 1 is implied
+_F32_BIAS = 127
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """A binary floating-point format: sign bit, ``exponent_bits``, ``mantissa_bits``.
+
+    Parameters
+    ----------
+    name : str
+        Short name, e.g. ``"fp16"``.
+    exponent_bits, mantissa_bits : int
+        Field widths; the sign bit is implied. Must fit in float32: 2-8 and 1-23 (with no
+        mantissa bit, "ties to the even mantissa" would mean nothing).
+    has_inf : bool
+        IEEE-style: the all-ones exponent holds only ±inf (mantissa 0) and NaN. If False ("fn",
+        finite, as OCP fp8 e4m3), the all-ones exponent holds numbers and only the all-ones
+        mantissa there is NaN.
+    saturate : bool
+        If True, finite overflow and ±inf become ±max. If False, they become ±inf, or NaN when
+        the format has no infinity.
+    torch_dtype : torch.dtype or None
+        The PyTorch dtype with this layout, if there is one.
+
+    Examples
+    --------
+    >>> FP16.max, FP16.eps, FP16.smallest_subnormal
+    (65504.0, 0.0009765625, 5.960464477539063e-08)
+    >>> FP8_E4M3.max, FP8_E4M3.overflow
+    (448.0, 'saturate')
+    """
+
+    name: str
+    exponent_bits: int
+    mantissa_bits: int
+    has_inf: bool = True
+    saturate: bool = False
+    torch_dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        for field, low, high in (("exponent_bits", 2, 8), ("mantissa_bits", 1, 23)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{field} must be an int, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(
+                    f"{field} must be in [{low}, {high}] (formats are emulated inside float32), "
+                    f"got {value!r}"
+                )
+        for field in ("has_inf", "saturate"):
+            if not isinstance(value := getattr(self, field), bool):
+                raise TypeError(f"{field} must be a bool, got {value!r}")
+        if self.max > torch.finfo(torch.float32).max:
+            raise ValueError(f"{self.name}: largest finite value {self.max!r} exceeds float32's")
+
+    @property
+    def bits(self) -> int:
+        """Total width: sign + exponent + mantissa."""
+        return 1 + self.exponent_bits + self.mantissa_bits
+
+    @property
+    def bias(self) -> int:
+        """Exponent bias: stored E means 2^(E - bias)."""
+        return 2 ** (self.exponent_bits - 1) - 1
+
+    @property
+    def min_exponent(self) -> int:
+        """Exponent of the smallest normal number (and of every subnormal's ULP binade)."""
+        return 1 - self.bias
+
+    @property
+    def max_code(self) -> int:
+        """Exponent and mantissa fields of the largest finite value, read as one integer."""
+        # Magnitude codes grow with the value; the largest finite one sits just below the first
+        # special code: inf (IEEE style) or the all-ones NaN (fn style).
+        if self.has_inf:
+            return ((2**self.exponent_bits - 1) << self.mantissa_bits) - 1
+        return 2 ** (self.exponent_bits + self.mantissa_bits) - 2
+
+    @property
+    def max_exponent(self) -> int:
+        """Exponent of the largest finite value."""
+        return (self.max_code >> self.mantissa_bits) - self.bias
+
+    @property
+    def max(self) -> float:
+        """Largest finite value."""
+        fraction = self.max_code & (2**self.mantissa_bits - 1)
+        return (1 + fraction / 2**self.mantissa_bits) * 2.0**self.max_exponent
+
+    @property
+    def smallest_normal(self) -> float:
+        """Smallest positive normal value, 2^min_exponent."""
+        return 2.0**self.min_exponent
+
+    @property
+    def smallest_subnormal(self) -> float:
+        """Smallest positive value, 2^(min_exponent - mantissa_bits)."""
+        return 2.0 ** (self.min_exponent - self.mantissa_bits)
+
+    @property
+    def eps(self) -> float:
+        """Machine epsilon: the gap between 1 and the next number, 2^-mantissa_bits."""
+        return 2.0**-self.mantissa_bits
+
+    @property
+    def overflow(self) -> str:
+        """What a too-large finite value becomes: ``"inf"``, ``"saturate"`` (±max) or ``"nan"``."""
+        if self.saturate:
+            return "saturate"
+        return "inf" if self.has_inf else "nan"
+
+
+@dataclass(frozen=True)
+class IntFormat:
+    """A two's-complement (``signed``) or unsigned integer format of ``bits`` bits.
+
+    Examples
+    --------
+    >>> INT8.min, INT8.max, INT4.min, UINT8.max
+    (-128, 127, -8, 255)
+    """
+
+    bits: int
+    signed: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool):
+            raise TypeError(f"bits must be an int, got {self.bits!r}")
+        if not 1 <= self.bits <= 32:
+            raise ValueError(f"bits must be in [1, 32], got {self.bits!r}")
+        if not isinstance(self.signed, bool):
+            raise TypeError(f"signed must be a bool, got {self.signed!r}")
+
+    @property
+    def name(self) -> str:
+        """``"int8"``, ``"uint8"``, ... as in `FORMATS`."""
+        return f"{'' if self.signed else 'u'}int{self.bits}"
+
+    @property
+    def min(self) -> int:
+        """Smallest value: -2^(bits-1) if signed, else 0."""
+        return -(2 ** (self.bits - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        """Largest value: 2^(bits-1) - 1 if signed, else 2^bits - 1."""
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+
+
+FP32 = FloatFormat("fp32", 8, 23, torch_dtype=torch.float32)
+FP16 = FloatFormat("fp16", 5, 10, torch_dtype=torch.float16)
+BF16 = FloatFormat("bf16", 8, 7, torch_dtype=torch.bfloat16)
+# PyTorch's float8_e4m3fn saturates: overflow and even ±inf become ±448 (checked in the tests).
+FP8_E4M3 = FloatFormat("fp8_e4m3", 4, 3, has_inf=False, saturate=True,
+                       torch_dtype=torch.float8_e4m3fn)
+FP8_E5M2 = FloatFormat("fp8_e5m2", 5, 2, torch_dtype=torch.float8_e5m2)
+INT8, INT4, UINT8 = IntFormat(8), IntFormat(4), IntFormat(8, signed=False)
+
+#: Every predefined format by name.
+FORMATS: dict[str, FloatFormat | IntFormat] = {
+    f.name: f for f in (FP32, FP16, BF16, FP8_E4M3, FP8_E5M2, INT8, INT4, UINT8)
+}
+
+
+def _float_format(fmt: FloatFormat | str) -> FloatFormat:
+    if isinstance(fmt, str):
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt: unknown format name {fmt!r}; known: {sorted(FORMATS)}")
+        fmt = FORMATS[fmt]
+    if not isinstance(fmt, FloatFormat):
+        names = [name for name, f in FORMATS.items() if isinstance(f, FloatFormat)]
+        raise TypeError(f"fmt must be a FloatFormat or one of {names}, got {fmt!r}")
+    return fmt
+
+
+def _check_float32(x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype != torch.float32:
+        # float64 input would be rounded twice (to float32, then to the format): refuse it.
+        raise TypeError(f"x must be a float32 tensor (convert with x.float()), got {x.dtype}")
+
+
+def _split(x: Tensor) -> tuple[Tensor, Tensor]:
+    """|x| = sig · 2^(exp - 23), read from the float32 bits; sig includes the implied 1."""
+    bits = x.view(torch.int32).to(torch.int64) & 0x7FFFFFFF
+    field, fraction = bits >> _F32_MANTISSA, bits & (2**_F32_MANTISSA - 1)
+    exp = field.clamp(min=1) - _F32_BIAS  # float32 subnormals share the exponent of E = 1
+    sig = torch.where(field > 0, fraction | 2**_F32_MANTISSA, fraction)
+    return exp, sig
+
+
+def _pow2(k: Tensor) -> Tensor:
+    """2^k as float32, built from bits so it is exact (subnormal below 2^-126, inf at 2^128)."""
+    k = k.clamp(-149, 128)
+    bits = torch.where(k >= -126, (k + _F32_BIAS) << _F32_MANTISSA, 1 << (k + 149).clamp(min=0))
+    return bits.to(torch.int32).view(torch.float32)
+
+
+def _ulp_exponent(exp: Tensor, fmt: FloatFormat) -> Tensor:
+    # One ULP of fmt at 2^exp is 2^(exp - m); below the smallest normal it stops shrinking, and
+    # the evenly spaced numbers there are the subnormals.
+    return exp.clamp(min=fmt.min_exponent) - fmt.mantissa_bits
+
+
+def _drop_bits(exp: Tensor, fmt: FloatFormat) -> Tensor:
+    # How many low bits of sig lie below fmt's ULP. From 25 on every bit is dropped (sig has 24),
+    # so cap the count to keep the shifts well defined.
+    return (_ulp_exponent(exp, fmt) - (exp - _F32_MANTISSA)).clamp(max=30)
+
+
+def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
+    """Round float32 values to the nearest value of ``fmt``, ties to even.
+
+    Subnormals, ±0, overflow (as ``fmt.overflow`` says) and ±inf come out as PyTorch's casts
+    give them; NaN passes through unchanged.
+
+    Parameters
+    ----------
+    x : Tensor
+        float32 tensor of any shape; other dtypes raise TypeError (no silent double rounding).
+    fmt : FloatFormat or str
+        The target format, or its name in `FORMATS`.
+
+    Returns
+    -------
+    Tensor
+        float32 tensor shaped like ``x``, every value exactly representable in ``fmt``.
+
+    Examples
+    --------
+    >>> round_to_format(torch.tensor([1 + 2**-11, 1 + 3 * 2**-11, 70000.0]), "fp16")
+    tensor([1.0000, 1.0020,    inf])
+    >>> round_to_format(torch.tensor([470.0, float("inf")]), FP8_E4M3)
+    tensor([448., 448.])
+    """
+    _check_float32(x)
+    fmt = _float_format(fmt)
+    exp, sig = _split(x)
+    drop = _drop_bits(exp, fmt)
+    # n = sig / 2^drop rounded to an integer: up when the dropped remainder is more than half a
+    # ULP, or exactly half and the kept part is odd (ties go to the even mantissa).
+    n = sig >> drop
+    twice_remainder, ulp = 2 * (sig - (n << drop)), 1 << drop
+    n = n + ((twice_remainder > ulp) | ((twice_remainder == ulp) & (n % 2 == 1))).long()
+    # n · 2^ulp_exponent is exact in float32 (n has at most 24 bits). A carry out of the mantissa
+    # (1.11..1 -> 10.00..0) needs no special case: it is the next power of two.
+    magnitude = n.to(torch.float32) * _pow2(_ulp_exponent(exp, fmt))
+    too_big = {"inf": torch.inf, "saturate": fmt.max, "nan": torch.nan}[fmt.overflow]
+    magnitude = torch.where(magnitude > fmt.max, too_big, magnitude)
+    inf_becomes = torch.inf if fmt.overflow == "inf" else too_big
+    magnitude = torch.where(torch.isinf(x), inf_becomes, magnitude)
+    return torch.where(torch.isnan(x), x, torch.copysign(magnitude, x))
+
+
+def compose(sign: Tensor, exponent: Tensor, mantissa: Tensor, fmt: FloatFormat | str) -> Tensor:
+    """The value that the bit fields (sign, stored exponent, mantissa) of ``fmt`` encode.
+
+    Parameters
+    ----------
+    sign, exponent, mantissa : Tensor
+        Integer tensors of one shape: sign in {0, 1}, exponent in [0, 2^e), mantissa in [0, 2^m).
+    fmt : FloatFormat or str
+        The format, or its name in `FORMATS`.
+
+    Returns
+    -------
+    Tensor
+        float32 values; the special codes give ±inf and NaN.
+
+    Examples
+    --------
+    >>> compose(torch.tensor([0, 1]), torch.tensor([15, 0]), torch.tensor([512, 1]), FP16)
+    tensor([ 1.5000e+00, -5.9605e-08])
+    """
+    fmt = _float_format(fmt)
+    e, m = fmt.exponent_bits, fmt.mantissa_bits
+    for name, t, top in (("sign", sign, 1), ("exponent", exponent, 2**e - 1),
+                         ("mantissa", mantissa, 2**m - 1)):
+        if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex():
+            raise TypeError(f"{name} must be an integer tensor, got {t!r}")
+        if t.numel() and not 0 <= t.min() <= t.max() <= top:
+            raise ValueError(f"{name} must be in [0, {top}] for {fmt.name}, "
+                             f"got values in [{t.min().item()}, {t.max().item()}]")
+    sign, exponent, mantissa = (t.to(torch.int64) for t in (sign, exponent, mantissa))
+    n = torch.where(exponent > 0, mantissa + 2**m, mantissa)  # normal numbers: implied leading 1
+    value = n.to(torch.float32) * _pow2(exponent.clamp(min=1) - fmt.bias - m)
+    all_ones = exponent == 2**e - 1
+    if fmt.has_inf:
+        value = torch.where(all_ones, torch.where(mantissa == 0, torch.inf, torch.nan), value)
+    else:
+        value = torch.where(all_ones & (mantissa == 2**m - 1), torch.nan, value)
+    return torch.where(sign == 1, -value, value)
+
+
+def decompose(x: Tensor, fmt: FloatFormat | str) -> tuple[Tensor, Tensor, Tensor]:
+    """The bit fields (sign, stored exponent, mantissa) that ``fmt`` stores for ``x``.
+
+    ``x`` is first rounded with `round_to_format`; NaN gets all exponent and mantissa bits set.
+    `compose` is the inverse.
+
+    Parameters
+    ----------
+    x : Tensor
+        float32 tensor.
+    fmt : FloatFormat or str
+        The format, or its name in `FORMATS`.
+
+    Returns
+    -------
+    (sign, exponent, mantissa) : tuple of Tensor
+        int64 tensors shaped like ``x``.
+
+    Examples
+    --------
+    >>> decompose(torch.tensor([1.5, -2**-24]), "fp16")
+    (tensor([0, 1]), tensor([15,  0]), tensor([512,   1]))
+    """
+    fmt = _float_format(fmt)
+    r = round_to_format(x, fmt)
+    exp, sig = _split(r)
+    n = sig >> _drop_bits(exp, fmt)  # exact: r has no bits below fmt's ULP
+    normal = r.abs() >= fmt.smallest_normal
+    exponent = torch.where(normal, exp + fmt.bias, 0)
+    mantissa = torch.where(normal, n - 2**fmt.mantissa_bits, n)
+    special = ~torch.isfinite(r)
+    exponent = torch.where(special, 2**fmt.exponent_bits - 1, exponent)
+    mantissa = torch.where(special, 0, mantissa)
+    mantissa = torch.where(torch.isnan(r), 2**fmt.mantissa_bits - 1, mantissa)
+    return torch.signbit(r).long(), exponent, mantissa
+
+
+def bit_string(value: float, fmt: FloatFormat | str) -> str:
+    """The bits ``fmt`` stores for ``value``, as ``"sign exponent mantissa"``.
+
+    Parameters
+    ----------
+    value : float
+        A Python number; it is converted to float32 first, then rounded to ``fmt``.
+    fmt : FloatFormat or str
+        The format, or its name in `FORMATS`.
+
+    Returns
+    -------
+    str
+        The three fields in binary, separated by spaces.
+
+    Examples
+    --------
+    >>> bit_string(-2.5, "fp16")
+    '1 10000 0100000000'
+    """
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"value must be a float, got {value!r}")
+    fmt = _float_format(fmt)
+    s, e, m = (t.item() for t in decompose(torch.tensor([float(value)]), fmt))
+    return f"{s} {e:0{fmt.exponent_bits}b} {m:0{fmt.mantissa_bits}b}"
+
+
+def spacing(x: Tensor, fmt: FloatFormat | str) -> Tensor:
+    """One ULP of ``fmt`` at ``x``: the gap between the representable numbers around ``x``.
+
+    Parameters
+    ----------
+    x : Tensor
+        float32 tensor.
+    fmt : FloatFormat or str
+        The format, or its name in `FORMATS`.
+
+    Returns
+    -------
+    Tensor
+        float32 2^(max(floor(log2|x|), min_exponent) - mantissa_bits); inf where |x| lies past
+        the format's top binade, NaN where x is ±inf or NaN.
+
+    Examples
+    --------
+    >>> spacing(torch.tensor([0.0, 1.0, 1000.0, 65504.0]), FP16)
+    tensor([5.9605e-08, 9.7656e-04, 5.0000e-01, 3.2000e+01])
+    """
+    _check_float32(x)
+    fmt = _float_format(fmt)
+    exp, _ = _split(x)
+    ulp = torch.where(exp > fmt.max_exponent, torch.inf, _pow2(_ulp_exponent(exp, fmt)))
+    return torch.where(torch.isfinite(x), ulp, torch.nan)
+
+
+def representable_values(fmt: FloatFormat | str) -> Tensor:
+    """Every finite value of ``fmt``, ascending, with a single zero.
+
+    Parameters
+    ----------
+    fmt : FloatFormat or str
+        A format of at most 16 bits, or its name in `FORMATS`.
+
+    Returns
+    -------
+    Tensor
+        float32 values from -max to max.
+
+    Examples
+    --------
+    >>> v = representable_values(FP8_E4M3)
+    >>> len(v), v[-3:].tolist()
+    (253, [384.0, 416.0, 448.0])
+    """
+    fmt = _float_format(fmt)
+    if fmt.bits > 16:
+        raise ValueError(f"fmt must have at most 16 bits to enumerate, {fmt.name} has {fmt.bits}")
+    code = torch.arange(fmt.max_code + 1)  # magnitude codes, in increasing order of value
+    positive = compose(torch.zeros_like(code), code >> fmt.mantissa_bits,
+                       code & (2**fmt.mantissa_bits - 1), fmt)
+    return torch.cat([-positive[1:].flip(0), positive])

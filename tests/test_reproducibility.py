@@ -1,0 +1,64 @@
+"""Every stored output reproduces with 2 threads in the environment, images included.
+
+nbval (run on chapters/ and solutions/ by the same `make test`) re-executes each notebook once
+with the test environment's settings and compares text outputs. This test executes each notebook
+a second time, in a kernel whose environment asks for 2 threads everywhere, and compares every
+output with the stored one, including the PNG bytes of figures, which nbval skips. Together they
+show that two runs in a row and a change of thread count leave every output unchanged.
+Cells that print wall-clock times (`# NBVAL_IGNORE_OUTPUT`) are the only ones exempt.
+"""
+
+import configparser
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from levers.cli import kernel_env, run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted([*ROOT.glob("chapters/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])
+TWO_THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
+
+
+def _sanitizers() -> list[tuple[re.Pattern, str]]:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "tests" / "sanitize.cfg")
+    return [(re.compile(cfg[s]["regex"]), cfg[s]["replace"]) for s in cfg.sections()]
+
+
+def comparable_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, list]]:
+    """Per code cell (unless it ignores its output): outputs without metadata or counters."""
+    subs = _sanitizers()
+
+    def clean(value):
+        if isinstance(value, str):
+            for pattern, replacement in subs:
+                value = pattern.sub(replacement, value)
+            return value
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()
+                    if k not in ("metadata", "execution_count", "transient")}
+        return value
+
+    return [(i, clean(cell.outputs)) for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" and "NBVAL_IGNORE_OUTPUT" not in cell.source]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
+def test_outputs_reproduce_with_two_threads(path: Path, tmp_path: Path) -> None:
+    out = tmp_path / path.name
+    run_notebook(path, out=out, env=kernel_env(**TWO_THREADS))
+    stored = comparable_outputs(nbformat.read(path, as_version=4))
+    fresh = comparable_outputs(nbformat.read(out, as_version=4))
+    assert [i for i, _ in fresh] == [i for i, _ in stored]
+    for (i, want), (_, got) in zip(stored, fresh, strict=True):
+        assert got == want, f"{path.name}: cell {i} output changed when re-executed"
+
+
+def test_there_are_notebooks_to_check() -> None:
+    assert any(p.parent.name == "chapters" for p in NOTEBOOKS)
