@@ -28,8 +28,10 @@ def _sanitizers() -> list[tuple[re.Pattern, str]]:
     return [(re.compile(cfg[s]["regex"]), cfg[s]["replace"]) for s in cfg.sections()]
 
 
-def comparable_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, list]]:
-    """Per code cell (unless it ignores its output): outputs without metadata or counters."""
+def comparable_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
+    """Per code cell (unless it ignores its output): the text of each stream, joined (the kernel
+    may split a stream into chunks differently from run to run), and the rich outputs in order,
+    without metadata or counters."""
     subs = _sanitizers()
 
     def clean(value):
@@ -44,7 +46,17 @@ def comparable_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, list]]:
                     if k not in ("metadata", "execution_count", "transient")}
         return value
 
-    return [(i, clean(cell.outputs)) for i, cell in enumerate(nb.cells)
+    def split(outputs: list) -> dict:
+        streams: dict[str, str] = {}
+        rich = []
+        for out in outputs:
+            if out["output_type"] == "stream":
+                streams[out["name"]] = streams.get(out["name"], "") + out["text"]
+            else:
+                rich.append(out)
+        return {"streams": clean(streams), "rich": clean(rich)}
+
+    return [(i, split(cell.outputs)) for i, cell in enumerate(nb.cells)
             if cell.cell_type == "code" and "NBVAL_IGNORE_OUTPUT" not in cell.source]
 
 
