@@ -99,6 +99,10 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if (not isinstance(input_shape, tuple | list) or not input_shape
+            or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in input_shape)):
+        raise ValueError(f"input_shape must be a non-empty tuple of positive ints, "
+                         f"got {input_shape!r}")
     counts: dict[str, int] = {}
 
     def hook(name: str) -> Callable:
@@ -112,6 +116,7 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, nn.Linear | nn.Conv2d)]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()
@@ -119,6 +124,7 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)  # counting must not leave a model in the middle of training
     return counts
 
 
@@ -148,8 +154,9 @@ def energy_estimate_pj(n_macs: int, n_weight_reads: int, fmt: str = "fp32",
         raise ValueError(f"fmt must be one of {sorted(widths)}, got {fmt!r}")
     if weights_in not in ("dram", "sram"):
         raise ValueError(f"weights_in must be 'dram' or 'sram', got {weights_in!r}")
-    if n_macs < 0 or n_weight_reads < 0:
-        raise ValueError("n_macs and n_weight_reads must be non-negative")
+    if not (n_macs >= 0 and n_weight_reads >= 0):  # written so that NaN fails too
+        raise ValueError(f"n_macs and n_weight_reads must be non-negative, "
+                         f"got {n_macs!r} and {n_weight_reads!r}")
     add = "int32 add" if fmt == "int8" else f"{fmt} add"  # int8 products accumulate in int32
     arithmetic = n_macs * (ENERGY_PJ[f"{fmt} mult"] + ENERGY_PJ[add])
     words = n_weight_reads * widths[fmt] / 32

@@ -91,6 +91,9 @@ def stratified_split(labels: np.ndarray, test_per_class: int, seed: int) -> tupl
             or test_per_class < 1 or test_per_class >= present.min()):
         raise ValueError(f"test_per_class must be in [1, {present.min() - 1}] for these labels, "
                          f"got {test_per_class}")
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int (None would split differently on "
+                         f"every call), got {seed!r}")
     rng = np.random.default_rng(seed)
     test = [rng.permutation(np.flatnonzero(labels == c))[:test_per_class]
             for c in np.flatnonzero(counts)]

@@ -70,7 +70,8 @@ class ClassReport:
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
     # 0/0 (a class never predicted, or absent) is defined as 0, as scikit-learn's zero_division=0.
-    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    return torch.where(den > 0, num / safe, torch.zeros_like(num))
 
 
 def classification_report(cm: Tensor) -> ClassReport:

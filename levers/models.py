@@ -29,6 +29,8 @@ class MLP(nn.Module):
 
     def __init__(self, sizes: Sequence[int]):
         super().__init__()
+        if not isinstance(sizes, Sequence):
+            raise TypeError(f"sizes must be a sequence of ints, e.g. (784, 300, 10), got {sizes!r}")
         sizes = tuple(sizes)
         if len(sizes) < 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 1
                                  for s in sizes):

@@ -47,6 +47,8 @@ def figure(title: str, xlabel: str, ylabel: str, ncols: int = 1,
     """
     if not title or not xlabel or not ylabel:
         raise ValueError("every figure needs a title, an x label and a y label")
+    if not isinstance(ncols, int) or isinstance(ncols, bool) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
     fig, ax = plt.subplots(1, ncols, figsize=figsize, layout="constrained")
     fig.suptitle(title, fontweight="bold") if ncols > 1 else ax.set_title(title)
     for a in (ax.flat if ncols > 1 else [ax]):
@@ -67,10 +69,11 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title:
     """
     if not series:
         raise ValueError("series must name at least one (x, y) pair")
-    fig, ax = figure(title, xlabel, ylabel)
-    for i, (name, (x, y)) in enumerate(series.items()):
+    for name, (x, y) in series.items():  # before the figure exists, so a failure leaks none
         if len(x) != len(y):
             raise ValueError(f"series {name!r}: x and y lengths differ ({len(x)} vs {len(y)})")
+    fig, ax = figure(title, xlabel, ylabel)
+    for i, (name, (x, y)) in enumerate(series.items()):
         ax.plot(x, y, marker="o" if markers else None, markersize=3, label=name,
                 color=PALETTE[i % len(PALETTE)])
     if logx:

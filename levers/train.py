@@ -33,7 +33,7 @@ def show_progress() -> bool:
     """True in an interactive session; False under CI, nbval, or with LEVERS_PROGRESS=0."""
     setting = os.environ.get("LEVERS_PROGRESS")
     if setting is not None:
-        return setting not in ("0", "false", "")
+        return setting.strip().lower() not in ("0", "false", "")
     if os.environ.get("CI") or "nbval" in sys.modules or os.environ.get("LEVERS_EXECUTING"):
         return False
     return sys.stderr.isatty() or "ipykernel" in sys.modules
