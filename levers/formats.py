@@ -397,8 +397,8 @@ def spacing(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     Returns
     -------
     Tensor
-        float32 2^(max(floor(log2|x|), min_exponent) - mantissa_bits); inf where |x| lies past
-        the format's top binade, NaN where x is ±inf or NaN.
+        float32 ``2^(max(floor(log2 |x|), min_exponent) - mantissa_bits)``; inf where ``|x|``
+        lies past the format's top binade, NaN where x is ±inf or NaN.
 
     Examples
     --------
