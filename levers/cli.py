@@ -36,7 +36,7 @@ def run_notebook(path: Path, out: Path | None = None, timeout: int = CELL_TIMEOU
     `env` (default: `kernel_env()`)."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", coalesce_streams=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute(
                        env=env or kernel_env())
     elapsed = time.perf_counter() - start
