@@ -1,0 +1,213 @@
+"""Bytes on disk: real serializations of a tensor and the formulas their sizes must match.
+
+A pruned tensor stored densely costs exactly what the unpruned one cost: zeros are 4-byte
+float32 values like any other. Sparsity saves bytes only in a format that skips the zeros and
+pays, instead, for saying where the non-zeros are. For ``n`` entries of ``b`` bytes, ``a`` of
+them non-zero, and ``i``-byte indices:
+
+=========  =====================================  ==========================================
+format     layout (in this order, little-endian)  bytes
+=========  =====================================  ==========================================
+dense      every value, row-major                 ``n·b``
+bitmask    one bit per entry, then the non-zeros   ``⌈n/8⌉ + a·b``
+COO        one index per dimension per non-zero,   ``a·(d·i + b)`` for a ``d``-dim tensor
+           then the non-zeros
+CSR        row pointers, column indices, values    ``(r + 1)·i + a·i + a·b`` for ``r`` rows
+=========  =====================================  ==========================================
+
+With ``b = i = 4`` CSR stores ``2a + r + 1`` numbers. Payloads hold the arrays only: the shape,
+dtype and format are the container's header (a few dozen bytes per tensor, whatever the
+sparsity), so `decode` takes them as arguments.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from numbers import Integral
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FORMATS = ("dense", "bitmask", "coo", "csr")
+_INDEX_DTYPES = {1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}
+
+
+def _check(fmt: str, index_bytes: int) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    if index_bytes not in _INDEX_DTYPES or isinstance(index_bytes, bool):
+        raise ValueError(f"index_bytes must be one of {tuple(_INDEX_DTYPES)}, got {index_bytes!r}")
+
+
+def _raw(t: Tensor) -> bytes:
+    """The values of `t` as little-endian bytes, whatever the dtype (bfloat16 included)."""
+    return t.detach().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+
+
+def _indices(values: np.ndarray, index_bytes: int, what: str) -> bytes:
+    if values.size and int(values.max()) >= 256 ** index_bytes:
+        raise ValueError(f"index_bytes={index_bytes} cannot hold {what} up to {int(values.max())}; "
+                         f"use at least {math.ceil(math.log2(int(values.max()) + 1) / 8)} bytes")
+    return values.astype(_INDEX_DTYPES[index_bytes]).tobytes()
+
+
+def encode(w: Tensor, fmt: str, index_bytes: int = 4) -> bytes:
+    """Serialize `w` in format `fmt` (see the module table for the layouts).
+
+    Parameters
+    ----------
+    w : Tensor
+        Any dtype; ``csr`` needs a 2-D tensor (reshape a conv weight to ``[out, -1]`` first).
+    fmt : {"dense", "bitmask", "coo", "csr"}
+    index_bytes : {1, 2, 4, 8}
+        Width of each stored index (unsigned); a ValueError says so when an index does not fit.
+
+    Returns
+    -------
+    bytes
+        The payload; ``len(...)`` is its size on disk and equals `formula_bytes`.
+
+    Examples
+    --------
+    >>> w = torch.tensor([[0., 2.], [3., 0.]])
+    >>> [len(encode(w, f)) for f in FORMATS]
+    [16, 9, 24, 28]
+    """
+    if not isinstance(w, Tensor):
+        raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
+    _check(fmt, index_bytes)
+    if fmt == "dense":
+        return _raw(w)
+    flat = w.detach().contiguous().flatten()
+    nonzero = flat != 0
+    values = _raw(flat[nonzero])
+    if fmt == "bitmask":
+        return np.packbits(nonzero.numpy()).tobytes() + values
+    if fmt == "coo":
+        coords = np.stack(np.unravel_index(np.flatnonzero(nonzero.numpy()), tuple(w.shape)))
+        return b"".join(_indices(c, index_bytes, "coordinates") for c in coords) + values
+    if w.dim() != 2:
+        raise ValueError(f"csr needs a 2-D tensor, got shape {tuple(w.shape)}")
+    rows, cols = np.nonzero(nonzero.reshape(w.shape).numpy())
+    row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=w.shape[0]))])
+    return (_indices(row_ptr, index_bytes, "row pointers")
+            + _indices(cols, index_bytes, "column indices") + values)
+
+
+def decode(data: bytes, fmt: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+           index_bytes: int = 4) -> Tensor:
+    """Rebuild the dense tensor from an `encode` payload (its inverse).
+
+    Examples
+    --------
+    >>> w = torch.tensor([[0., 2.], [3., 0.]])
+    >>> all(torch.equal(decode(encode(w, f), f, (2, 2)), w) for f in FORMATS)
+    True
+    """
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    _check(fmt, index_bytes)
+    shape = tuple(int(s) for s in shape)
+    n = math.prod(shape)
+    b = torch.empty(0, dtype=dtype).element_size()
+    buf = np.frombuffer(bytes(data), dtype=np.uint8)
+
+    def values(offset: int, count: int) -> Tensor:
+        chunk = buf[offset:offset + count * b].copy()
+        return torch.from_numpy(chunk).view(dtype) if count else torch.empty(0, dtype=dtype)
+
+    def ints(offset: int, count: int) -> np.ndarray:
+        return np.frombuffer(bytes(data), dtype=_INDEX_DTYPES[index_bytes], count=count,
+                             offset=offset).astype(np.int64)
+
+    out = torch.zeros(n, dtype=dtype)
+    if fmt == "dense":
+        expected = n * b
+        if len(data) == expected:
+            return values(0, n).reshape(shape)
+    elif fmt == "bitmask":
+        head = math.ceil(n / 8)
+        keep = torch.from_numpy(np.unpackbits(buf[:head], count=n).astype(bool)) \
+            if len(data) >= head else torch.zeros(n, dtype=torch.bool)
+        a = int(keep.sum())
+        expected = head + a * b
+        if len(data) == expected:
+            out[keep] = values(head, a)
+            return out.reshape(shape)
+    elif fmt == "coo":
+        a = len(data) // (len(shape) * index_bytes + b)
+        expected = a * (len(shape) * index_bytes + b)
+        if len(data) == expected:
+            coords = [ints(d * a * index_bytes, a) for d in range(len(shape))]
+            flat = np.ravel_multi_index(coords, shape) if a else np.zeros(0, dtype=np.int64)
+            out[torch.from_numpy(flat)] = values(len(shape) * a * index_bytes, a)
+            return out.reshape(shape)
+    else:
+        if len(shape) != 2:
+            raise ValueError(f"csr needs a 2-D shape, got {shape}")
+        head = (shape[0] + 1) * index_bytes
+        a = int(ints(head - index_bytes, 1)[0]) if len(data) >= head else -1
+        expected = head + a * (index_bytes + b)
+        if a >= 0 and len(data) == expected:
+            row_ptr, cols = ints(0, shape[0] + 1), ints(head, a)
+            rows = np.repeat(np.arange(shape[0]), np.diff(row_ptr))
+            out[torch.from_numpy(rows * shape[1] + cols)] = values(head + a * index_bytes, a)
+            return out.reshape(shape)
+    raise ValueError(f"data has {len(data)} bytes, which is not a {fmt} payload of shape {shape} "
+                     f"and dtype {dtype}")
+
+
+def formula_bytes(fmt: str, shape: tuple[int, ...], nnz: int, value_bytes: int = 4,
+                  index_bytes: int = 4) -> int:
+    """Size in bytes that format `fmt` needs, from the module table's formulas.
+
+    Examples
+    --------
+    >>> formula_bytes("csr", (300, 784), nnz=23520)  # LeNet fc1 at 90 % sparsity
+    189364
+    """
+    _check(fmt, index_bytes)
+    shape = tuple(int(s) for s in shape)
+    n = math.prod(shape)
+    if isinstance(nnz, bool) or not isinstance(nnz, Integral) or not 0 <= nnz <= n:
+        raise ValueError(f"nnz must be an int in [0, {n}] for shape {shape}, got {nnz!r}")
+    if isinstance(value_bytes, bool) or not isinstance(value_bytes, Integral) or value_bytes < 1:
+        raise ValueError(f"value_bytes must be a positive int, got {value_bytes!r}")
+    if fmt == "dense":
+        return n * value_bytes
+    if fmt == "bitmask":
+        return math.ceil(n / 8) + nnz * value_bytes
+    if fmt == "coo":
+        return nnz * (len(shape) * index_bytes + value_bytes)
+    if len(shape) != 2:
+        raise ValueError(f"csr needs a 2-D shape, got {shape}")
+    return (shape[0] + 1) * index_bytes + nnz * (index_bytes + value_bytes)
+
+
+def saved_bytes(obj: object) -> int:
+    """Size of ``torch.save(obj)`` (e.g. a state_dict), measured on an in-memory file.
+
+    Examples
+    --------
+    >>> saved_bytes(torch.zeros(1000)) - saved_bytes(torch.zeros(0)) >= 4000
+    True
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer().nbytes
+
+
+def compression_ratio(original_bytes: int, compressed_bytes: int) -> float:
+    """``original / compressed``: how many times smaller (e.g. 12.0 = "12×").
+
+    Examples
+    --------
+    >>> compression_ratio(1_066_440, 88_870)
+    12.0
+    """
+    for name, v in (("original_bytes", original_bytes), ("compressed_bytes", compressed_bytes)):
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return original_bytes / compressed_bytes

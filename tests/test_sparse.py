@@ -1,0 +1,336 @@
+"""Tests of levers.sparse: exact budgets, persistence through training, L1/proximal, shrinking."""
+
+import pytest
+import torch
+import torch.nn.utils.prune as torch_prune
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from levers import sparse
+from levers.data import Split
+from levers.models import MLP, LeNet5, LeNet300100
+from levers.train import fit
+
+FAST = settings(max_examples=40, deadline=None)
+
+shapes = st.lists(st.integers(1, 9), min_size=1, max_size=3)
+amounts = st.floats(0.0, 1.0)
+
+
+def tensor_from(seed: int, shape: list[int], ties: bool) -> torch.Tensor:
+    """Random weights; with ``ties`` the magnitudes take only a handful of values."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g)
+    return torch.round(w * 2) / 2 if ties else w
+
+
+@FAST
+@given(shape=shapes, amount=amounts, seed=st.integers(0, 2**16), ties=st.booleans())
+def test_magnitude_mask_prunes_exactly_the_budget_and_only_the_smallest(shape, amount, seed, ties):
+    w = tensor_from(seed, shape, ties)
+    keep = sparse.magnitude_mask(w, amount)
+    assert keep.dtype == torch.bool and keep.shape == w.shape
+    assert int((~keep).sum()) == round(amount * w.numel())
+    if keep.any() and (~keep).any():
+        assert w.abs()[~keep].max() <= w.abs()[keep].min()
+
+
+@FAST
+@given(shape=shapes, amount=amounts, seed=st.integers(0, 2**16))
+def test_magnitude_mask_equals_torch_l1_unstructured_without_ties(shape, amount, seed):
+    w = tensor_from(seed, shape, ties=False)
+    assert w.abs().unique().numel() == w.numel()  # continuous draws: no ties
+    theirs = torch_prune.L1Unstructured(amount).compute_mask(w, torch.ones_like(w))
+    assert torch.equal(sparse.magnitude_mask(w, amount), theirs.bool())
+
+
+def test_magnitude_mask_all_equal_weights_still_meets_budget():
+    keep = sparse.magnitude_mask(torch.ones(10), 0.3)
+    assert keep.tolist() == [False] * 3 + [True] * 7
+
+
+def test_magnitude_threshold_keeps_strictly_larger():
+    w = torch.tensor([-0.3, 0.1, 0.2, -0.2, 0.0])
+    assert sparse.magnitude_mask(w, threshold=0.2).tolist() == [True, False, False, False, False]
+
+
+@FAST
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=4), amount=amounts,
+       seed=st.integers(0, 2**16), ties=st.booleans())
+def test_global_masks_share_one_threshold_and_budget(sizes, amount, seed, ties):
+    weights = {f"w{i}": tensor_from(seed + i, [n], ties) for i, n in enumerate(sizes)}
+    masks = sparse.global_magnitude_masks(weights, amount)
+    keep = torch.cat([masks[k] for k in weights])
+    mags = torch.cat([w.abs() for w in weights.values()])
+    assert int((~keep).sum()) == round(amount * mags.numel())
+    if keep.any() and (~keep).any():
+        assert mags[~keep].max() <= mags[keep].min()
+
+
+def test_global_mask_of_one_tensor_is_the_layerwise_mask():
+    w = tensor_from(3, [7, 5], ties=True)
+    assert torch.equal(sparse.global_magnitude_masks({"w": w}, 0.6)["w"],
+                       sparse.magnitude_mask(w, 0.6))
+
+
+@FAST
+@given(shape=shapes, amount=amounts, seed=st.integers(0, 2**16))
+def test_random_mask_exact_budget_and_reproducible(shape, amount, seed):
+    w = torch.ones(shape)
+    a = sparse.random_mask(w, amount, torch.Generator().manual_seed(seed))
+    b = sparse.random_mask(w, amount, torch.Generator().manual_seed(seed))
+    assert torch.equal(a, b)
+    assert int((~a).sum()) == round(amount * w.numel())
+
+
+@FAST
+@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4), amount=amounts,
+       seed=st.integers(0, 2**16), data=st.data())
+def test_structured_mask_prunes_whole_slices_with_smallest_norms(shape, amount, seed, data):
+    w = tensor_from(seed, shape, ties=False)
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    keep = sparse.structured_mask(w, amount, dim=dim)
+    units = keep.movedim(dim, 0).reshape(shape[dim], -1)
+    assert (units.all(1) | ~units.any(1)).all()  # each slice is all kept or all pruned
+    kept_units = units[:, 0]
+    assert int((~kept_units).sum()) == round(amount * shape[dim])
+    norms = w.movedim(dim, 0).reshape(shape[dim], -1).norm(dim=1)
+    if kept_units.any() and (~kept_units).any():
+        assert norms[~kept_units].max() <= norms[kept_units].min()
+
+
+@FAST
+@given(rows=st.integers(1, 5), groups=st.integers(1, 5), nm=st.sampled_from([(1, 2), (2, 4),
+                                                                            (1, 4), (4, 8)]),
+       seed=st.integers(0, 2**16), ties=st.booleans())
+def test_nm_mask_keeps_n_largest_of_every_m(rows, groups, nm, seed, ties):
+    n, m = nm
+    w = tensor_from(seed, [rows, groups * m], ties)
+    keep = sparse.nm_mask(w, n, m)
+    g_keep, g_mag = keep.reshape(-1, m), w.abs().reshape(-1, m)
+    assert (g_keep.sum(1) == n).all()
+    for k, mag in zip(g_keep, g_mag, strict=True):
+        if n < m:
+            assert mag[~k].max() <= mag[k].min()
+
+
+def test_two_four_is_half_sparse_on_lenet():
+    w = LeNet300100().fc1.weight
+    assert float((~sparse.nm_mask(w)).float().mean()) == 0.5
+
+
+def test_prunable_and_compute_masks_on_lenet():
+    model = LeNet300100()
+    assert list(sparse.prunable(model)) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    layer = sparse.compute_masks(model, 0.9)
+    assert all(int((~m).sum()) == round(0.9 * m.numel()) for m in layer.values())
+    glob = sparse.compute_masks(model, 0.9, scope="global")
+    total = sum(m.numel() for m in glob.values())
+    assert sum(int((~m).sum()) for m in glob.values()) == round(0.9 * total)
+    rand = sparse.compute_masks(model, 0.5, method="random",
+                                generator=torch.Generator().manual_seed(0))
+    assert all(int((~m).sum()) == round(0.5 * m.numel()) for m in rand.values())
+
+
+def test_masks_cover_conv_weights():
+    masks = sparse.compute_masks(LeNet5(), 0.75, scope="global")
+    assert list(masks)[:2] == ["conv1.weight", "conv2.weight"]
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.75 * total)
+    conv = sparse.structured_mask(LeNet5().conv2.weight, 0.5)  # whole output channels
+    assert int(conv.flatten(1).all(1).sum()) == 8 and int(conv.flatten(1).any(1).sum()) == 8
+
+
+def tiny_split(seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(96, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (96,), generator=g)
+    return Split(x, y, x[:32], y[:32])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masks_survive_training_only_with_the_hook(optimizer):
+    torch.manual_seed(0)
+    model = MLP((784, 16, 10))
+    masks = sparse.compute_masks(model, 0.8)
+    sparse.apply_masks(model, masks)
+    fit(model, tiny_split(), epochs=2, lr=0.01, batch_size=16, optimizer=optimizer,
+        after_step=sparse.mask_hook(masks))  # 12 optimizer steps
+    for name, w in sparse.prunable(model).items():
+        assert (w[~masks[name]] == 0).all()
+        assert (w[masks[name]] != 0).all()
+    assert sparse.sparsity_of(model)["total"] == pytest.approx(0.8, abs=1e-3)
+    fit(model, tiny_split(), epochs=1, lr=0.01, batch_size=16, optimizer=optimizer)
+    assert sparse.sparsity_of(model)["total"] < 0.5  # without the hook they grow back
+
+
+def test_apply_masks_zeroes_and_rejects_bad_masks():
+    model = MLP((4, 3, 2))
+    sparse.apply_masks(model, {"fc1.weight": torch.zeros(3, 4, dtype=torch.bool)})
+    assert (model.fc1.weight == 0).all() and not torch.signbit(model.fc1.weight).any()
+    with pytest.raises(ValueError, match="fc9.weight"):
+        sparse.apply_masks(model, {"fc9.weight": torch.ones(3, 4, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="shape"):
+        sparse.apply_masks(model, {"fc1.weight": torch.ones(4, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="bool"):
+        sparse.apply_masks(model, {"fc1.weight": torch.ones(3, 4)})
+
+
+@FAST
+@given(w=st.floats(-5, 5), t=st.floats(0, 3))
+def test_soft_threshold_minimizes_the_proximal_objective(w, t):
+    x = torch.linspace(-8, 8, 160_001, dtype=torch.float64)  # grid step 1e-4
+    objective = 0.5 * (x - w) ** 2 + t * x.abs()
+    best = float(x[objective.argmin()])
+    ours = float(sparse.soft_threshold(torch.tensor([w], dtype=torch.float64), t))
+    assert ours == pytest.approx(best, abs=2e-4)
+    ours_obj = 0.5 * (ours - w) ** 2 + t * abs(ours)
+    assert ours_obj <= float(objective.min()) + 1e-12
+
+
+def test_soft_threshold_gives_exact_zeros_inside_the_threshold():
+    out = sparse.soft_threshold(torch.tensor([-0.2, 0.1, 0.2, 0.5]), 0.2)
+    assert out[:3].eq(0).all() and out[3] == pytest.approx(0.3)
+
+
+def test_steps_match_their_formulas_and_only_proximal_reaches_zero():
+    g = torch.Generator().manual_seed(0)
+    w, grad = torch.randn(1000, generator=g) * 0.01, torch.randn(1000, generator=g) * 0.01
+    lr, lam = 0.1, 0.05
+    assert torch.allclose(sparse.subgradient_step(w, grad, lr, lam),
+                          w - lr * (grad + lam * w.sign()))
+    assert torch.equal(sparse.proximal_step(w, grad, lr, lam),
+                       sparse.soft_threshold(w - lr * grad, lr * lam))
+    sub, prox = w.clone(), w.clone()
+    for _ in range(50):
+        sub = sparse.subgradient_step(sub, torch.zeros_like(w), lr, lam)
+        prox = sparse.proximal_step(prox, torch.zeros_like(w), lr, lam)
+    assert int((sub == 0).sum()) == 0 and sub.abs().max() <= lr * lam
+    assert (prox == 0).all()
+
+
+def test_l1_penalty_value_and_gradient():
+    model = MLP((3, 2, 2))
+    lam = 0.5
+    penalty = sparse.l1_penalty(model, lam)
+    expected = lam * sum(w.abs().sum() for w in (model.fc1.weight, model.fc2.weight))
+    assert float(penalty.detach()) == pytest.approx(float(expected.detach()))
+    penalty.backward()
+    assert torch.equal(model.fc1.weight.grad, lam * model.fc1.weight.sign())
+    assert model.fc1.bias.grad is None  # biases are not penalized
+
+
+def test_proximal_hook_soft_thresholds_weights_not_biases():
+    model = MLP((6, 5, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sparse.proximal_hook(lr=0.5, lam=0.2)(model)
+    assert torch.equal(model.fc1.weight, sparse.soft_threshold(before["fc1.weight"], 0.1))
+    assert torch.equal(model.fc1.bias, before["fc1.bias"])
+
+
+def test_gradual_schedule_shape():
+    s = [sparse.gradual_sparsity(t, 0.1, 0.9, t0=5, n=10, dt=3) for t in range(50)]
+    assert s[0] == s[5] == pytest.approx(0.1) and s[35] == s[49] == pytest.approx(0.9)
+    assert all(a <= b for a, b in zip(s, s[1:], strict=False))
+    assert s[5] == s[6] == s[7] < s[8]  # changes every dt steps
+    steps = [b - a for a, b in zip(s[5:36:3], s[8:36:3], strict=False)]
+    assert all(a >= b for a, b in zip(steps, steps[1:], strict=False))  # fast first, then slow
+
+
+@FAST
+@given(n=st.integers(2, 60), amount=st.floats(0.1, 0.9), fraction=amounts,
+       seed=st.integers(0, 2**16))
+def test_regrow_keeps_sparsity_and_moves_the_right_entries(n, amount, fraction, seed):
+    g = torch.Generator().manual_seed(seed)
+    w, grad = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    mask = sparse.magnitude_mask(w, amount)
+    new = sparse.regrow(mask, w * mask, grad, fraction)
+    assert int(new.sum()) == int(mask.sum())
+    dropped, grown = mask & ~new, ~mask & new
+    if dropped.any() and (mask & new).any():
+        assert w.abs()[dropped].max() <= w.abs()[mask & new].min()
+    if grown.any() and (~mask & ~new).any():
+        assert grad.abs()[grown].min() >= grad.abs()[~mask & ~new].max()
+
+
+def test_regrow_hook_moves_masks_during_training_at_constant_sparsity():
+    torch.manual_seed(0)
+    model = MLP((784, 16, 10))
+    masks = sparse.compute_masks(model, 0.9, method="random",
+                                 generator=torch.Generator().manual_seed(0))
+    start = {k: m.clone() for k, m in masks.items()}
+    sparse.apply_masks(model, masks)
+    fit(model, tiny_split(), epochs=2, lr=0.01, batch_size=16,
+        after_step=sparse.regrow_hook(masks, every=4, fraction=0.2))
+    for name, w in sparse.prunable(model).items():
+        assert int(masks[name].sum()) == int(start[name].sum())
+        assert not torch.equal(masks[name], start[name])
+        assert (w[~masks[name]] == 0).all()
+
+
+def test_activation_sparsity_counts_relu_zeros():
+    torch.manual_seed(0)
+    model, x = MLP((10, 8, 6, 3)), torch.randn(50, 10)
+    got = sparse.activation_sparsity(model, x)
+    h1 = torch.relu(model.fc1(x))
+    h2 = torch.relu(model.fc2(h1))
+    assert got == {"fc1": float((h1 == 0).float().mean()), "fc2": float((h2 == 0).float().mean())}
+    assert not model.fc1._forward_hooks  # hooks are removed
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])
+def test_shrunk_mlp_equals_the_neuron_masked_model(amount):
+    torch.manual_seed(0)
+    model = LeNet300100()
+    masked = LeNet300100()
+    masked.load_state_dict(model.state_dict())
+    sparse.apply_masks(masked, sparse.neuron_masks(masked, amount))
+    small = sparse.shrink_mlp(model, amount)
+    assert small.sizes == (784, 300 - round(300 * amount), 100 - round(100 * amount), 10)
+    x = torch.rand(20, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: sparse.magnitude_mask(torch.ones(3), -0.1), "amount"),
+    (lambda: sparse.magnitude_mask(torch.ones(3), 1.5), "amount"),
+    (lambda: sparse.magnitude_mask(torch.ones(3), True), "amount"),
+    (lambda: sparse.magnitude_mask(torch.ones(3), "0.5"), "amount"),
+    (lambda: sparse.magnitude_mask(torch.ones(3)), "exactly one"),
+    (lambda: sparse.magnitude_mask(torch.ones(3), 0.5, threshold=0.1), "exactly one"),
+    (lambda: sparse.magnitude_mask(torch.ones(3), threshold=-1.0), "threshold"),
+    (lambda: sparse.magnitude_mask(torch.tensor([1.0, float("nan")]), 0.5), "finite"),
+    (lambda: sparse.global_magnitude_masks({}, 0.5), "non-empty"),
+    (lambda: sparse.random_mask(torch.ones(3), 2.0), "amount"),
+    (lambda: sparse.structured_mask(torch.ones(3, 3), 0.5, dim=2), "dim"),
+    (lambda: sparse.structured_mask(torch.ones(3, 3), 0.5, p=0), "p must"),
+    (lambda: sparse.nm_mask(torch.ones(2, 4), n=3, m=2), "n must be <= m"),
+    (lambda: sparse.nm_mask(torch.ones(2, 6), n=2, m=4), "multiple of m"),
+    (lambda: sparse.nm_mask(torch.ones(2, 4), n=0, m=4), "n must be an int >= 1"),
+    (lambda: sparse.compute_masks(MLP((4, 2)), 0.5, method="taylor"), "method"),
+    (lambda: sparse.compute_masks(MLP((4, 2)), 0.5, scope="row"), "scope"),
+    (lambda: sparse.subgradient_step(torch.ones(3), torch.ones(2), 0.1, 0.1), "grad"),
+    (lambda: sparse.proximal_step(torch.ones(3), torch.ones(3), -0.1, 0.1), "lr"),
+    (lambda: sparse.soft_threshold(torch.ones(3), -1.0), "t must"),
+    (lambda: sparse.l1_penalty(MLP((4, 2)), -1.0), "lam"),
+    (lambda: sparse.gradual_sparsity(0, 0.0, 1.2, t0=0, n=3, dt=1), "s_f"),
+    (lambda: sparse.magnitude_mask(torch.ones(3), float("nan")), "amount"),
+    (lambda: sparse.soft_threshold(torch.ones(3), float("inf")), "t must"),
+    (lambda: sparse.gradual_sparsity(0, 0.0, 0.9, t0=0, n=0, dt=1), "n must"),
+    (lambda: sparse.regrow(torch.ones(3, dtype=torch.bool), torch.ones(4), torch.ones(4), 0.5),
+     "shape"),
+    (lambda: sparse.shrink_mlp(nn.Linear(3, 3), 0.5), "MLP"),
+    (lambda: sparse.regrow_hook({}, every=0, fraction=0.1), "every"),
+])
+def test_bad_input_gets_a_clear_error(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_non_tensor_weight_is_a_type_error():
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        sparse.magnitude_mask([1.0, 2.0], 0.5)
+    with pytest.raises(TypeError, match="floating-point"):
+        sparse.magnitude_mask(torch.ones(3, dtype=torch.int64), 0.5)
