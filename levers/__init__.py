@@ -13,8 +13,8 @@ repro.pin_environment()
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "distill", "encode", "formats", "grading", "metrics", "models",
-               "plot", "quant", "sparse", "train")
+_SUBMODULES = ("bench", "data", "encode", "formats", "grading", "integer", "kmeans", "metrics",
+               "models", "plot", "qmodel", "quant", "sparse", "train")
 
 
 def __getattr__(name: str):

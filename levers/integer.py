@@ -1,0 +1,170 @@
+"""Integer-only inference (Jacob et al., 2018): int8 × int8 → int32, then requantize.
+
+With r = S(q − Z) for the input x (S₁, Z₁), the weights W (S₂, Z₂ = 0, symmetric) and the
+output y (S₃, Z₃), a linear layer y = W x + b becomes
+
+    q_y = Z₃ + M · (Σ (q_w · (q_x − Z₁)) + q_b),   M = S₁·S₂ / S₃,   q_b = round(b / (S₁·S₂)).
+
+The sum is exact in int32. The one real number left, M, is written as M = 2⁻ⁿ · M₀ with
+M₀ ∈ [0.5, 1) held as a 31-bit integer, so requantizing is an integer multiply and a rounding
+right shift: no floating point anywhere at inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from levers.quant import QParams, QScheme, calibrate, quantize
+
+
+def quantize_multiplier(m: Tensor | float) -> tuple[Tensor, Tensor]:
+    """Write each real multiplier M > 0 as 2⁻ⁿ·M₀, M₀ ∈ [0.5, 1), as (round(M₀·2³¹), n).
+
+    Examples
+    --------
+    >>> m0, n = quantize_multiplier(0.1)
+    >>> int(n), int(m0), abs(int(m0) * 2.0 ** -(31 + int(n)) - 0.1) < 1e-10
+    (3, 1717986918, True)
+    """
+    m = torch.as_tensor(m, dtype=torch.float64)
+    if not bool(torch.isfinite(m).all()) or bool((m <= 0).any()):
+        raise ValueError("multiplier m must be finite and > 0")
+    mantissa, exponent = torch.frexp(m)  # m = mantissa · 2^exponent, mantissa ∈ [0.5, 1)
+    m0 = torch.round(mantissa * 2**31).long()
+    carry = m0 == 2**31  # the mantissa rounded up to 1.0: use 0.5 · 2^(exponent + 1)
+    m0 = torch.where(carry, m0 // 2, m0)
+    n = -(exponent.long() + carry.long())
+    return m0, n
+
+
+def requantize(acc: Tensor, m0: Tensor, n: Tensor) -> Tensor:
+    """round(acc · M₀ · 2⁻⁽³¹⁺ⁿ⁾) in integer arithmetic (ties round up), as int64.
+
+    Examples
+    --------
+    >>> m0, n = quantize_multiplier(0.25)
+    >>> requantize(torch.tensor([-6, -2, 2, 6, 100]), m0, n).tolist()
+    [-1, 0, 1, 2, 25]
+    """
+    if acc.is_floating_point():
+        raise TypeError(f"acc must be an integer tensor, got {acc.dtype}")
+    shift = 31 + n.long()
+    if bool((shift < 1).any()) or bool((shift > 62).any()):
+        raise ValueError("multiplier out of range: need 2^-31 < M < 2^30")
+    # acc < 2^31 and M0 < 2^31, so the product fits in int64.
+    return (acc.long() * m0 + (1 << (shift - 1))) >> shift
+
+
+class IntLinear(nn.Module):
+    """A linear layer that maps integer inputs to integer outputs, integers only inside.
+
+    Build it with `IntLinear.from_float`. ``relu=True`` fuses a ReLU by clamping at Z₃.
+    """
+
+    def __init__(self, q_w: Tensor, q_b: Tensor, x_zero_point: int, m0: Tensor, n: Tensor,
+                 out_qp: QParams, relu: bool = False):
+        super().__init__()
+        self.register_buffer("q_w", q_w)
+        self.register_buffer("q_b", q_b)
+        self.register_buffer("m0", m0)
+        self.register_buffer("n", n)
+        self.x_zero_point, self.out_qp, self.relu = x_zero_point, out_qp, relu
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, x_qp: QParams, out_qp: QParams,
+                   w_qp: QParams | None = None, relu: bool = False) -> IntLinear:
+        """Quantize `linear` for inputs with parameters `x_qp` and outputs with `out_qp`.
+
+        Parameters
+        ----------
+        linear : nn.Linear
+        x_qp, out_qp : QParams
+            Per-tensor parameters of the input and the output (≤ 8 bits).
+        w_qp : QParams, optional
+            Parameters of the weights: signed, symmetric, per tensor or per output channel
+            (axis=0), ≤ 8 bits; int8 per channel from min-max by default.
+        relu : bool
+            Clamp the output at its zero point (a fused ReLU).
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be nn.Linear, got {type(linear).__name__}")
+        w = linear.weight.detach()
+        w_qp = w_qp or calibrate(w, QScheme(bits=8, signed=True, symmetric=True, axis=0))
+        weight = w_qp.scheme
+        if not (weight.symmetric and weight.signed and weight.axis in (None, 0)
+                and weight.group_size is None and weight.bits <= 8):
+            raise ValueError(f"w_qp must be signed symmetric with ≤ 8 bits, per tensor "
+                             f"or axis=0, got {weight}")
+        for name, qp in (("x_qp", x_qp), ("out_qp", out_qp)):
+            if not isinstance(qp, QParams) or qp.scheme.axis is not None or qp.bits > 8:
+                raise ValueError(f"{name} must be per-tensor QParams of ≤ 8 bits")
+        s_acc = (x_qp.scale.double() * w_qp.scale.double()).reshape(-1)  # S₁·S₂ per row
+        bias = linear.bias.detach() if linear.bias is not None else torch.zeros(w.shape[0])
+        q_b = torch.round(bias.double() / s_acc).to(torch.int32)
+        m0, n = quantize_multiplier(s_acc / out_qp.scale.double())
+        return cls(quantize(w, w_qp), q_b, int(x_qp.zero_point), m0, n, out_qp, relu)
+
+    def forward(self, q_x: Tensor) -> Tensor:
+        if q_x.is_floating_point():
+            raise TypeError(f"q_x must be an integer tensor, got {q_x.dtype}")
+        acc = (q_x.to(torch.int32) - self.x_zero_point) @ self.q_w.to(torch.int32).T + self.q_b
+        q_y = int(self.out_qp.zero_point) + requantize(acc, self.m0, self.n)
+        low = int(self.out_qp.zero_point) if self.relu else self.out_qp.q_min
+        return q_y.clamp(max(low, self.out_qp.q_min), self.out_qp.q_max).to(
+            self.out_qp.scheme.dtype)
+
+
+class IntMLP(nn.Module):
+    """An `levers.models.MLP` run with integers only between its input and output scales.
+
+    Built by `int_mlp`; ``forward`` takes float images, quantizes them once, runs the
+    `IntLinear` layers and dequantizes the logits.
+    """
+
+    def __init__(self, layers: list[IntLinear], x_qp: QParams):
+        super().__init__()
+        self.layers, self.x_qp = nn.ModuleList(layers), x_qp
+
+    def forward_int(self, x: Tensor) -> list[Tensor]:
+        """Integer outputs of every layer for float input `x`."""
+        q = quantize(x.flatten(1), self.x_qp)
+        outs = []
+        for layer in self.layers:
+            q = layer(q)
+            outs.append(q)
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, qp = self.forward_int(x)[-1], self.layers[-1].out_qp
+        return (q.float() - qp.zero_point.float()) * qp.scale
+
+
+def int_mlp(model: nn.Module, calibration: Tensor, bits: int = 8) -> IntMLP:
+    """Integer-only version of a ReLU MLP fake-quantized by `levers.qmodel.quantize_`.
+
+    Each layer's input parameters come from its `FakeQuantLayer`; the logits' (signed,
+    affine, `bits` bits) are calibrated on `calibration`.
+    """
+    from levers.qmodel import FakeQuantLayer  # qmodel is the model-level layer above this one
+
+    layers = list(model.layers()) if hasattr(model, "layers") else []
+    if not layers or not all(isinstance(m, FakeQuantLayer) and m.act_qp is not None
+                             and isinstance(m.layer, nn.Linear) for m in layers):
+        raise ValueError("model must be an MLP whose layers were fake-quantized by quantize_")
+    with torch.no_grad():
+        logits = model(calibration)
+    out_qps = [m.act_qp for m in layers[1:]] + [
+        calibrate(logits, QScheme(bits=bits, signed=True, symmetric=False))]
+    int_layers = [
+        IntLinear.from_float(m.layer, m.act_qp, out_qp,
+                             m.weight_qparams() if m.config.weight is not None else None,
+                             relu=i < len(layers) - 1)
+        for i, (m, out_qp) in enumerate(zip(layers, out_qps, strict=True))]
+    return IntMLP(int_layers, layers[0].act_qp)
+
+
+def lsb_error(q: Tensor, q_ref: Tensor) -> int:
+    """Largest difference, in integer steps (LSB), between two integer tensors."""
+    return int((q.long() - q_ref.long()).abs().max()) if q.numel() else 0
+

@@ -1,0 +1,87 @@
+"""Tests of levers.integer: fixed-point multipliers and the integer-only linear layer."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from levers.integer import IntLinear, int_mlp, lsb_error, quantize_multiplier, requantize
+from levers.models import LeNet300100
+from levers.qmodel import QuantConfig, quantize_
+from levers.quant import QScheme, calibrate, dequantize, quantize
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=st.floats(1e-6, 1e3))
+def test_multiplier_is_normalized_and_accurate(m):
+    m0, n = quantize_multiplier(m)
+    assert 2**30 <= int(m0) < 2**31
+    assert abs(int(m0) * 2.0 ** -(31 + int(n)) - m) <= m * 2.0**-30
+
+
+@settings(max_examples=100, deadline=None)
+@given(acc=st.integers(-(2**31), 2**31 - 1), m=st.floats(1e-4, 1.0))
+def test_requantize_rounds_to_nearest(acc, m):
+    m0, n = quantize_multiplier(m)
+    exact = acc * int(m0) / 2 ** (31 + int(n))
+    got = int(requantize(torch.tensor([acc]), m0, n))
+    assert abs(got - exact) <= 0.5
+
+
+def test_quantize_multiplier_rejects_bad_input():
+    with pytest.raises(ValueError, match="finite and > 0"):
+        quantize_multiplier(0.0)
+    with pytest.raises(TypeError, match="integer tensor"):
+        requantize(torch.ones(2), *quantize_multiplier(0.5))
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+@pytest.mark.parametrize("relu", [False, True])
+def test_int_linear_within_one_lsb_of_fake_quant(axis, relu):
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Linear(64, 32)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(32, 64, generator=g) * 0.1)
+        layer.bias.copy_(torch.randn(32, generator=g) * 0.1)
+    x = torch.rand(200, 64, generator=g)
+    x_qp = calibrate(x, QScheme(8, signed=False, symmetric=False))
+    y = layer(x).detach()
+    out_qp = calibrate(torch.relu(y) if relu else y,
+                       QScheme(8, signed=False, symmetric=False))
+    w_qp = calibrate(layer.weight.detach(), QScheme(8, axis=axis))
+    int_layer = IntLinear.from_float(layer, x_qp, out_qp, w_qp, relu=relu)
+    q_x = quantize(x, x_qp)
+    # Fake-quant reference: dequantized input and weight, the int32 bias, one rounding at the end.
+    w_fq = dequantize(quantize(layer.weight.detach(), w_qp), w_qp)
+    bias = int_layer.q_b.double() * (x_qp.scale.double() * w_qp.scale.double())
+    y_ref = nn.functional.linear(dequantize(q_x, x_qp).double(), w_fq.double(), bias).float()
+    q_ref = quantize(torch.relu(y_ref) if relu else y_ref, out_qp)
+    q_int = int_layer(q_x)
+    assert q_int.dtype == torch.uint8
+    assert lsb_error(q_int, q_ref) <= 1
+    assert float((q_int != q_ref).float().mean()) < 0.01
+
+
+def test_int_mlp_agrees_with_fake_quant_model():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    model = quantize_(LeNet300100(), QuantConfig(), x)
+    im = int_mlp(model, x)
+    agree = (im(x).argmax(1) == model(x).argmax(1)).float().mean()
+    assert float(agree) > 0.95
+    assert all(q.dtype in (torch.uint8, torch.int8) for q in im.forward_int(x))
+    with pytest.raises(ValueError, match="fake-quantized by quantize_"):
+        int_mlp(LeNet300100(), x)
+
+
+def test_int_linear_rejects_bad_params():
+    layer = nn.Linear(4, 2)
+    qp = calibrate(torch.rand(5, 4), QScheme(8, signed=False, symmetric=False))
+    with pytest.raises(ValueError, match="w_qp must be signed symmetric"):
+        IntLinear.from_float(layer, qp, qp, calibrate(layer.weight.detach(),
+                                                      QScheme(8, symmetric=False)))
+    with pytest.raises(ValueError, match="per-tensor QParams"):
+        IntLinear.from_float(layer, calibrate(torch.rand(5, 4), QScheme(axis=1)), qp)
+    with pytest.raises(TypeError, match="integer tensor"):
+        IntLinear.from_float(layer, qp, qp)(torch.rand(1, 4))
