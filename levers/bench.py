@@ -1,20 +1,26 @@
 """What a model costs: measured latency, counted multiply-accumulates, estimated energy.
 
 Latency is measured, never assumed: warm-up calls first (caches, lazy kernel selection), then
-repeated timings of which we report the median (robust to the odd slow run). The thread count is
-set for the measurement and restored afterwards, because the rest of the book runs on one thread
-for reproducibility.
+repeated timings of which we report the median (robust to the odd slow run). To compare several
+candidates on a machine that other programs also use, `compare` times them in interleaved rounds
+and keeps each one's fastest run. The thread count is set for the measurement and restored
+afterwards, because the rest of the book runs on one thread for reproducibility.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
+
+from levers._checks import check_int
+
+K = TypeVar("K", bound=Hashable)
 
 #: Energy per operation at 45 nm, 0.9 V, in picojoules (Horowitz, ISSCC 2014).
 ENERGY_PJ: dict[str, float] = {
@@ -44,6 +50,24 @@ class Timing:
         return f"{self.median * 1e3:.3g} ms (median of {self.repeats}, {self.threads} thread(s))"
 
 
+def _timed(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+    """`warmup` untimed calls of ``fn()``, then the wall-clock seconds of `repeats` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _check_counts(repeats: int, warmup: int, threads: int) -> None:
+    check_int("repeats", repeats, 1)
+    check_int("warmup", warmup, 0)
+    check_int("threads", threads, 1)
+
+
 def latency(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
             threads: int = 1) -> Timing:
     """Median wall-clock time of ``fn()`` over `repeats` calls after `warmup` calls.
@@ -51,7 +75,7 @@ def latency(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
     Parameters
     ----------
     fn : callable
-        Takes no arguments; its result is discarded.
+        Takes no arguments; its result is discarded. It runs in inference mode.
     repeats, warmup : int
         Timed calls and untimed warm-up calls.
     threads : int
@@ -65,24 +89,68 @@ def latency(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0),
-                             ("threads", threads, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    _check_counts(repeats, warmup, threads)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                fn()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
+            times = _timed(fn, repeats, warmup)
     finally:
         torch.set_num_threads(before)
     return Timing(statistics.median(times), min(times), repeats, threads)
+
+
+def compare(fns: Mapping[K, Callable[[], object]], rounds: int = 3, repeats: int = 8,
+            warmup: int = 1, threads: int = 1) -> dict[K, Timing]:
+    """Time several candidates fairly: in interleaved rounds, keeping every run of each.
+
+    Each round times every candidate in turn (`warmup` untimed calls, then `repeats` timed
+    ones), so a burst of load from other programs hits all candidates alike instead of favouring
+    whichever ran at a quiet moment. Compare the ``minimum`` of the results: the fastest run is
+    the one least disturbed.
+
+    Parameters
+    ----------
+    fns : mapping of key to callable
+        The candidates, each taking no arguments (results discarded); run in inference mode.
+    rounds : int
+        How many times to go through all candidates.
+    repeats, warmup : int
+        Timed and untimed calls of each candidate in each round.
+    threads : int
+        PyTorch intra-op threads during the measurement (restored afterwards).
+
+    Returns
+    -------
+    dict of key to Timing
+        Same keys and order as `fns`; each over its ``rounds · repeats`` timed calls.
+
+    Examples
+    --------
+    >>> a = torch.ones(64, 64)
+    >>> t = compare({"matmul": lambda: a @ a, "add": lambda: a + a}, rounds=2, repeats=3)
+    >>> list(t), t["add"].repeats
+    (['matmul', 'add'], 6)
+    """
+    if not isinstance(fns, Mapping) or len(fns) == 0:
+        raise ValueError(f"fns must be a non-empty mapping of name to callable, got {fns!r}")
+    for key, fn in fns.items():
+        if not callable(fn):
+            raise TypeError(f"fns[{key!r}] must be callable, got {type(fn).__name__}")
+    check_int("rounds", rounds, 1)
+    _check_counts(repeats, warmup, threads)
+    times: dict[K, list[float]] = {key: [] for key in fns}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(rounds):
+                for key, fn in fns.items():
+                    times[key] += _timed(fn, repeats, warmup)
+    finally:
+        torch.set_num_threads(before)
+    return {key: Timing(statistics.median(t), min(t), len(t), threads)
+            for key, t in times.items()}
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:

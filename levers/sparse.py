@@ -1,4 +1,4 @@
-"""Sparsity: masks, keeping them applied, L1 and proximal steps, schedules, shrinking layers.
+"""Sparsity: masks, keeping them applied, and removing whole neurons.
 
 A pruned weight is ``W̃ = M ⊙ W`` with a mask ``M`` of zeros and ones. Masks here are plain
 boolean tensors (``True`` = keep) that you can print, count and save; `apply_masks` writes the
@@ -6,46 +6,21 @@ zeros into the weights, and `mask_hook` re-applies them after every optimizer st
 weights stay exactly zero during fine-tuning. Every mask that takes a budget prunes exactly
 ``round(amount · n)`` entries: ties in magnitude are broken by position, never by keeping or
 dropping a whole group of equal values, so the achieved sparsity is the one you asked for.
+Structured masks remove whole neurons, and `shrink_mlp` turns them into a smaller dense model.
+The steps that make zeros during training (L1, proximal, prune and regrow) are in
+`levers.sparsify`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from numbers import Real
 
 import torch
 from torch import Tensor, nn
 
+from levers._checks import check_amount, check_int, check_real, check_weight
 from levers.metrics import sparsity
 from levers.models import MLP
-
-
-def _check_real(name: str, value: object, low: float = 0.0, high: float = math.inf,
-                open_low: bool = False) -> None:
-    is_number = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not is_number or not (low < value if open_low else low <= value) or value > high:
-        allowed = (f"in [{low}, {high}]" if high < math.inf
-                   else f"{'>' if open_low else '>='} {low}")
-        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def _check_amount(amount: float, name: str = "amount") -> None:
-    _check_real(name, amount, 0.0, 1.0)
-
-
-def _check_weight(w: Tensor, name: str = "w") -> None:
-    if not isinstance(w, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {w.dtype}")
-    if not bool(torch.isfinite(w).all()):
-        raise ValueError(f"{name} must contain only finite values (no NaN or inf)")
 
 
 def _keep_largest(scores: Tensor, n_prune: int) -> Tensor:
@@ -83,14 +58,14 @@ def magnitude_mask(w: Tensor, amount: float | None = None, *,
     >>> magnitude_mask(torch.tensor([0.5, -0.1, 0.1, 2.0]), threshold=0.3).tolist()
     [True, False, False, True]
     """
-    _check_weight(w)
+    check_weight(w)
     if (amount is None) == (threshold is None):
         raise ValueError(f"give exactly one of amount and threshold, got amount={amount!r} "
                          f"and threshold={threshold!r}")
     if threshold is not None:
-        _check_real("threshold", threshold)
+        check_real("threshold", threshold)
         return w.abs() > threshold
-    _check_amount(amount)
+    check_amount(amount)
     return _keep_largest(w.detach().abs(), round(amount * w.numel()))
 
 
@@ -121,8 +96,8 @@ def global_magnitude_masks(weights: Mapping[str, Tensor], amount: float) -> dict
     if not isinstance(weights, Mapping) or len(weights) == 0:
         raise ValueError(f"weights must be a non-empty mapping of name to tensor, got {weights!r}")
     for name, w in weights.items():
-        _check_weight(w, name=f"weights[{name!r}]")
-    _check_amount(amount)
+        check_weight(w, name=f"weights[{name!r}]")
+    check_amount(amount)
     scores = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     keep = _keep_largest(scores, round(amount * scores.numel()))
     return {name: part.reshape(w.shape) for (name, w), part in
@@ -137,8 +112,8 @@ def random_mask(w: Tensor, amount: float, generator: torch.Generator | None = No
     >>> int(random_mask(torch.ones(10), 0.3, torch.Generator().manual_seed(0)).sum())
     7
     """
-    _check_weight(w)
-    _check_amount(amount)
+    check_weight(w)
+    check_amount(amount)
     scores = torch.rand(w.shape, generator=generator)
     return _keep_largest(scores, round(amount * w.numel()))
 
@@ -167,11 +142,11 @@ def structured_mask(w: Tensor, amount: float, dim: int = 0, p: float = 2.0) -> T
     >>> structured_mask(torch.tensor([[1., 1.], [0., 3.]]), 0.5).tolist()
     [[False, False], [True, True]]
     """
-    _check_weight(w)
-    _check_amount(amount)
+    check_weight(w)
+    check_amount(amount)
     if w.dim() == 0 or not -w.dim() <= dim < w.dim():
         raise ValueError(f"dim must index a dimension of w (shape {tuple(w.shape)}), got {dim!r}")
-    _check_real("p", p, open_low=True)
+    check_real("p", p, open_low=True)
     units = w.detach().movedim(dim, 0).reshape(w.shape[dim], -1)
     keep = _keep_largest(units.norm(p=p, dim=1), round(amount * w.shape[dim]))
     shape = [1] * w.dim()
@@ -190,9 +165,9 @@ def nm_mask(w: Tensor, n: int = 2, m: int = 4) -> Tensor:
     >>> nm_mask(torch.tensor([[0.1, -3., 2., 0.2]])).tolist()
     [[False, True, True, False]]
     """
-    _check_weight(w)
-    _check_int("n", n, 1)
-    _check_int("m", m, 1)
+    check_weight(w)
+    check_int("n", n, 1)
+    check_int("m", m, 1)
     if n > m:
         raise ValueError(f"n must be <= m (keep n of every m), got n={n} and m={m}")
     if w.dim() == 0 or w.shape[-1] % m != 0:
@@ -288,156 +263,6 @@ def sparsity_of(model: nn.Module) -> dict[str, float]:
     return out
 
 
-def l1_penalty(model: nn.Module, lam: float) -> Tensor:
-    """``λ · Σ|w|`` over the `prunable` weights (add it to the loss; differentiable)."""
-    _check_real("lam", lam)
-    return lam * sum(w.abs().sum() for w in prunable(model).values())
-
-
-def _check_step(w: Tensor, grad: Tensor, lr: float, lam: float) -> None:
-    _check_weight(w)
-    _check_weight(grad, name="grad")
-    if grad.shape != w.shape:
-        raise ValueError(f"grad must have the shape of w {tuple(w.shape)}, got {tuple(grad.shape)}")
-    _check_real("lr", lr)
-    _check_real("lam", lam)
-
-
-def subgradient_step(w: Tensor, grad: Tensor, lr: float, lam: float) -> Tensor:
-    """One subgradient step on ``L + λ|w|``: ``w − lr·(∇L + λ·sign w)``.
-
-    The step overshoots zero by up to ``lr·λ`` and oscillates around it, so weights become
-    small but almost never exactly zero.
-
-    Examples
-    --------
-    >>> subgradient_step(torch.tensor([0.125, -1.0]), torch.zeros(2), lr=0.5, lam=0.5).tolist()
-    [-0.125, -0.75]
-    """
-    _check_step(w, grad, lr, lam)
-    return w - lr * (grad + lam * torch.sign(w))
-
-
-def soft_threshold(w: Tensor, t: float) -> Tensor:
-    """The proximal operator of ``t·|x|``: ``sign(w) · max(|w| − t, 0)``.
-
-    It returns ``argmin_x ½(x − w)² + t|x|`` entrywise; every ``|w| <= t`` becomes exactly 0.
-
-    Examples
-    --------
-    >>> soft_threshold(torch.tensor([0.125, -1.0, 0.75]), 0.25).tolist()
-    [0.0, -0.75, 0.5]
-    """
-    _check_weight(w)
-    _check_real("t", t)
-    return torch.sign(w) * torch.clamp(w.abs() - t, min=0.0)
-
-
-def proximal_step(w: Tensor, grad: Tensor, lr: float, lam: float) -> Tensor:
-    """One proximal-gradient (ISTA) step on ``L + λ|w|``: soft-threshold ``w − lr·∇L`` by ``lr·λ``.
-
-    Examples
-    --------
-    >>> proximal_step(torch.tensor([0.125, -1.0]), torch.zeros(2), lr=0.5, lam=0.5).tolist()
-    [0.0, -0.75]
-    """
-    _check_step(w, grad, lr, lam)
-    return soft_threshold(w - lr * grad, lr * lam)
-
-
-def proximal_hook(lr: float, lam: float) -> Callable[[nn.Module], None]:
-    """An ``after_step`` for `levers.train.fit` that soft-thresholds every `prunable` weight.
-
-    With plain SGD (``momentum=0``) at learning rate `lr`, gradient step + this hook is exactly
-    the proximal-gradient step for ``L + λ·Σ|w|``.
-    """
-    _check_real("lam", lam)
-    _check_real("lr", lr, open_low=True)
-
-    @torch.no_grad()
-    def hook(model: nn.Module) -> None:
-        for w in prunable(model).values():
-            w.copy_(soft_threshold(w, lr * lam))
-
-    return hook
-
-
-def gradual_sparsity(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
-    """Zhu & Gupta's schedule: ``s_t = s_f + (s_i − s_f)(1 − (t − t0)/(n·Δt))³``.
-
-    Sparsity rises from `s_i` at step `t0` to `s_f` at ``t0 + n·dt``, changing every `dt` steps
-    (fast at first, when many redundant weights remain, then slowly). Before `t0` it is `s_i`,
-    after the end `s_f`.
-
-    Examples
-    --------
-    >>> [round(gradual_sparsity(t, 0.0, 0.9, t0=0, n=4, dt=10), 4) for t in (0, 10, 25, 40, 99)]
-    [0.0, 0.5203, 0.7875, 0.9, 0.9]
-    """
-    _check_amount(s_i, "s_i")
-    _check_amount(s_f, "s_f")
-    for name, v, low in (("t", t, 0), ("t0", t0, 0), ("n", n, 1), ("dt", dt, 1)):
-        _check_int(name, v, low)
-    k = min(max((t - t0) // dt, 0), n)
-    return s_f + (s_i - s_f) * (1 - k / n) ** 3
-
-
-def regrow(mask: Tensor, w: Tensor, grad: Tensor, fraction: float) -> Tensor:
-    """One prune-and-regrow update of dynamic sparsity (RigL, Evci et al. 2020).
-
-    Drops ``round(fraction · active)`` kept weights of smallest ``|w|`` and revives as many
-    pruned positions with the largest ``|grad|``: the sparsity stays the same, the mask moves.
-
-    Returns
-    -------
-    Tensor
-        The new boolean mask; regrown weights should start at 0 (apply it to `w`).
-    """
-    _check_weight(w)
-    _check_weight(grad, name="grad")
-    _check_amount(fraction, "fraction")
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != w.shape \
-            or grad.shape != w.shape:
-        raise ValueError(f"mask (bool) and grad must have the shape of w {tuple(w.shape)}, got "
-                         f"{tuple(getattr(mask, 'shape', ()))} and {tuple(grad.shape)}")
-    k = min(round(fraction * int(mask.sum())), int((~mask).sum()))
-    inf = torch.tensor(math.inf)
-    drop_score = torch.where(mask, w.detach().abs(), inf)
-    grow_score = torch.where(mask, inf, -grad.detach().abs())
-    new = mask.clone()
-    new.view(-1)[torch.argsort(drop_score.flatten(), stable=True)[:k]] = False
-    new.view(-1)[torch.argsort(grow_score.flatten(), stable=True)[:k]] = True
-    return new
-
-
-def regrow_hook(masks: dict[str, Tensor], every: int, fraction: float
-                ) -> Callable[[nn.Module], None]:
-    """An ``after_step`` for dynamic sparsity (prune and regrow during `levers.train.fit`).
-
-    After every step it re-applies `masks`; every `every` steps it first moves a `fraction` of
-    each mask with `regrow`, using that step's gradients. `masks` is updated in place, so after
-    training it holds the final masks.
-    """
-    _check_int("every", every, 1)
-    _check_amount(fraction, "fraction")
-    step = 0
-
-    @torch.no_grad()
-    def hook(model: nn.Module) -> None:
-        nonlocal step
-        step += 1
-        apply_masks(model, masks)  # pruned weights first go back to 0, so regrown ones start at 0
-        if step % every == 0:
-            params = dict(model.named_parameters())
-            for name, mask in masks.items():
-                w = params[name]
-                if w.grad is not None:
-                    masks[name] = regrow(mask, w, w.grad, fraction)
-        apply_masks(model, masks)
-
-    return hook
-
-
 @torch.no_grad()
 def activation_sparsity(model: MLP, x: Tensor) -> dict[str, float]:
     """Fraction of exact zeros in each hidden ReLU output of an `levers.models.MLP` on inputs `x`.
@@ -449,19 +274,21 @@ def activation_sparsity(model: MLP, x: Tensor) -> dict[str, float]:
     """
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a levers.models.MLP, got {type(model).__name__}")
-    _check_weight(x, name="x")
+    check_weight(x, name="x")
     names = [f"fc{i}" for i in range(1, len(model.sizes) - 1)]
     out: dict[str, float] = {}
     handles = [getattr(model, name).register_forward_hook(
         lambda _m, _i, y, name=name: out.__setitem__(name, float((torch.relu(y) == 0)
                                                                  .float().mean())))
         for name in names]
+    was_training = model.training
     try:
         model.eval()
         model(x)
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)  # measuring must not switch a model out of training
     return out
 
 

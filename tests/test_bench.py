@@ -1,4 +1,4 @@
-"""Tests for levers.bench: latency measurement, MAC counts and the energy estimate."""
+"""Tests for levers.bench: latency, fair comparison of candidates, MAC counts, energy."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from levers.bench import ENERGY_PJ, Timing, energy_estimate_pj, latency, macs
+from levers.bench import ENERGY_PJ, Timing, compare, energy_estimate_pj, latency, macs
 from levers.models import LeNet5, LeNet300100, mlp
 
 
@@ -74,6 +74,71 @@ def test_latency_rejects_bad_arguments(kwargs, error, match):
     args = {"fn": lambda: calls.append(1), **kwargs}
     with pytest.raises(error, match=match):
         latency(**args)
+    assert calls == []  # nothing ran
+
+
+# --- compare --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("rounds", "repeats", "warmup", "threads"),
+                         [(1, 1, 0, 1), (3, 2, 1, 2), (2, 4, 2, 1)])
+def test_compare_interleaves_rounds_of_warmup_plus_repeats_calls(rounds, repeats, warmup, threads):
+    calls = []
+
+    def record(key):
+        return lambda: calls.append((key, torch.get_num_threads(),
+                                     torch.is_inference_mode_enabled()))
+
+    timings = compare({"a": record("a"), "b": record("b"), "c": record("c")}, rounds=rounds,
+                      repeats=repeats, warmup=warmup, threads=threads)
+    one_round = [(k, threads, True) for k in "abc" for _ in range(warmup + repeats)]
+    assert calls == one_round * rounds  # a, b, c in turn, round after round
+    assert list(timings) == ["a", "b", "c"]
+    for t in timings.values():
+        assert isinstance(t, Timing)
+        assert t.repeats == rounds * repeats and t.threads == threads
+        assert 0.0 <= t.minimum <= t.median
+    assert torch.get_num_threads() == 1  # restored
+
+
+def test_compare_keeps_any_hashable_keys_in_order():
+    a = torch.ones(16, 16)
+    timings = compare({0.9: lambda: a @ a, "dense": lambda: a + a, (1, 2): lambda: a * a},
+                      rounds=1, repeats=2, warmup=0)
+    assert list(timings) == [0.9, "dense", (1, 2)]
+    assert all(t.median > 0 for t in timings.values())
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_compare_restores_threads_and_stops_when_a_candidate_fails():
+    calls = []
+
+    def boom():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        compare({"ok": lambda: calls.append(1), "bad": boom, "later": lambda: calls.append(2)},
+                rounds=3, repeats=2, warmup=0, threads=2)
+    assert calls == [1, 1]  # the first candidate's first round, then the failure
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"fns": {}}, ValueError, r"fns must be a non-empty mapping of name to callable, got \{\}"),
+    ({"fns": [lambda: None]}, ValueError, r"fns must be a non-empty mapping"),
+    ({"fns": {"a": 3}}, TypeError, r"fns\['a'\] must be callable, got int"),
+    ({"rounds": 0}, ValueError, r"rounds must be an int >= 1, got 0"),
+    ({"rounds": 1.5}, ValueError, r"rounds must be an int >= 1, got 1.5"),
+    ({"repeats": 0}, ValueError, r"repeats must be an int >= 1, got 0"),
+    ({"warmup": -1}, ValueError, r"warmup must be an int >= 0, got -1"),
+    ({"threads": False}, ValueError, r"threads must be an int >= 1, got False"),
+])
+def test_compare_rejects_bad_arguments(kwargs, error, match):
+    calls = []
+    args = {"fns": {"a": lambda: calls.append(1)}, **kwargs}
+    with pytest.raises(error, match=match):
+        compare(**args)
     assert calls == []  # nothing ran
 
 

@@ -1,4 +1,4 @@
-"""Tests of levers.sparse: exact budgets, persistence through training, L1/proximal, shrinking."""
+"""Tests of levers.sparse: exact budgets, masks that persist through training, shrinking."""
 
 import pytest
 import torch
@@ -177,98 +177,6 @@ def test_apply_masks_zeroes_and_rejects_bad_masks():
         sparse.apply_masks(model, {"fc1.weight": torch.ones(3, 4)})
 
 
-@FAST
-@given(w=st.floats(-5, 5), t=st.floats(0, 3))
-def test_soft_threshold_minimizes_the_proximal_objective(w, t):
-    x = torch.linspace(-8, 8, 160_001, dtype=torch.float64)  # grid step 1e-4
-    objective = 0.5 * (x - w) ** 2 + t * x.abs()
-    best = float(x[objective.argmin()])
-    ours = float(sparse.soft_threshold(torch.tensor([w], dtype=torch.float64), t))
-    assert ours == pytest.approx(best, abs=2e-4)
-    ours_obj = 0.5 * (ours - w) ** 2 + t * abs(ours)
-    assert ours_obj <= float(objective.min()) + 1e-12
-
-
-def test_soft_threshold_gives_exact_zeros_inside_the_threshold():
-    out = sparse.soft_threshold(torch.tensor([-0.2, 0.1, 0.2, 0.5]), 0.2)
-    assert out[:3].eq(0).all() and out[3] == pytest.approx(0.3)
-
-
-def test_steps_match_their_formulas_and_only_proximal_reaches_zero():
-    g = torch.Generator().manual_seed(0)
-    w, grad = torch.randn(1000, generator=g) * 0.01, torch.randn(1000, generator=g) * 0.01
-    lr, lam = 0.1, 0.05
-    assert torch.allclose(sparse.subgradient_step(w, grad, lr, lam),
-                          w - lr * (grad + lam * w.sign()))
-    assert torch.equal(sparse.proximal_step(w, grad, lr, lam),
-                       sparse.soft_threshold(w - lr * grad, lr * lam))
-    sub, prox = w.clone(), w.clone()
-    for _ in range(50):
-        sub = sparse.subgradient_step(sub, torch.zeros_like(w), lr, lam)
-        prox = sparse.proximal_step(prox, torch.zeros_like(w), lr, lam)
-    assert int((sub == 0).sum()) == 0 and sub.abs().max() <= lr * lam
-    assert (prox == 0).all()
-
-
-def test_l1_penalty_value_and_gradient():
-    model = MLP((3, 2, 2))
-    lam = 0.5
-    penalty = sparse.l1_penalty(model, lam)
-    expected = lam * sum(w.abs().sum() for w in (model.fc1.weight, model.fc2.weight))
-    assert float(penalty.detach()) == pytest.approx(float(expected.detach()))
-    penalty.backward()
-    assert torch.equal(model.fc1.weight.grad, lam * model.fc1.weight.sign())
-    assert model.fc1.bias.grad is None  # biases are not penalized
-
-
-def test_proximal_hook_soft_thresholds_weights_not_biases():
-    model = MLP((6, 5, 2))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    sparse.proximal_hook(lr=0.5, lam=0.2)(model)
-    assert torch.equal(model.fc1.weight, sparse.soft_threshold(before["fc1.weight"], 0.1))
-    assert torch.equal(model.fc1.bias, before["fc1.bias"])
-
-
-def test_gradual_schedule_shape():
-    s = [sparse.gradual_sparsity(t, 0.1, 0.9, t0=5, n=10, dt=3) for t in range(50)]
-    assert s[0] == s[5] == pytest.approx(0.1) and s[35] == s[49] == pytest.approx(0.9)
-    assert all(a <= b for a, b in zip(s, s[1:], strict=False))
-    assert s[5] == s[6] == s[7] < s[8]  # changes every dt steps
-    steps = [b - a for a, b in zip(s[5:36:3], s[8:36:3], strict=False)]
-    assert all(a >= b for a, b in zip(steps, steps[1:], strict=False))  # fast first, then slow
-
-
-@FAST
-@given(n=st.integers(2, 60), amount=st.floats(0.1, 0.9), fraction=amounts,
-       seed=st.integers(0, 2**16))
-def test_regrow_keeps_sparsity_and_moves_the_right_entries(n, amount, fraction, seed):
-    g = torch.Generator().manual_seed(seed)
-    w, grad = torch.randn(n, generator=g), torch.randn(n, generator=g)
-    mask = sparse.magnitude_mask(w, amount)
-    new = sparse.regrow(mask, w * mask, grad, fraction)
-    assert int(new.sum()) == int(mask.sum())
-    dropped, grown = mask & ~new, ~mask & new
-    if dropped.any() and (mask & new).any():
-        assert w.abs()[dropped].max() <= w.abs()[mask & new].min()
-    if grown.any() and (~mask & ~new).any():
-        assert grad.abs()[grown].min() >= grad.abs()[~mask & ~new].max()
-
-
-def test_regrow_hook_moves_masks_during_training_at_constant_sparsity():
-    torch.manual_seed(0)
-    model = MLP((784, 16, 10))
-    masks = sparse.compute_masks(model, 0.9, method="random",
-                                 generator=torch.Generator().manual_seed(0))
-    start = {k: m.clone() for k, m in masks.items()}
-    sparse.apply_masks(model, masks)
-    fit(model, tiny_split(), epochs=2, lr=0.01, batch_size=16,
-        after_step=sparse.regrow_hook(masks, every=4, fraction=0.2))
-    for name, w in sparse.prunable(model).items():
-        assert int(masks[name].sum()) == int(start[name].sum())
-        assert not torch.equal(masks[name], start[name])
-        assert (w[~masks[name]] == 0).all()
-
-
 def test_activation_sparsity_counts_relu_zeros():
     torch.manual_seed(0)
     model, x = MLP((10, 8, 6, 3)), torch.randn(50, 10)
@@ -277,6 +185,13 @@ def test_activation_sparsity_counts_relu_zeros():
     h2 = torch.relu(model.fc2(h1))
     assert got == {"fc1": float((h1 == 0).float().mean()), "fc2": float((h2 == 0).float().mean())}
     assert not model.fc1._forward_hooks  # hooks are removed
+    assert model.training  # the mode is restored
+
+
+def test_activation_sparsity_keeps_an_evaluating_model_in_eval_mode():
+    model = MLP((4, 3, 2)).eval()
+    sparse.activation_sparsity(model, torch.randn(5, 4))
+    assert not model.training
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])
@@ -311,18 +226,8 @@ def test_shrunk_mlp_equals_the_neuron_masked_model(amount):
     (lambda: sparse.nm_mask(torch.ones(2, 4), n=0, m=4), "n must be an int >= 1"),
     (lambda: sparse.compute_masks(MLP((4, 2)), 0.5, method="taylor"), "method"),
     (lambda: sparse.compute_masks(MLP((4, 2)), 0.5, scope="row"), "scope"),
-    (lambda: sparse.subgradient_step(torch.ones(3), torch.ones(2), 0.1, 0.1), "grad"),
-    (lambda: sparse.proximal_step(torch.ones(3), torch.ones(3), -0.1, 0.1), "lr"),
-    (lambda: sparse.soft_threshold(torch.ones(3), -1.0), "t must"),
-    (lambda: sparse.l1_penalty(MLP((4, 2)), -1.0), "lam"),
-    (lambda: sparse.gradual_sparsity(0, 0.0, 1.2, t0=0, n=3, dt=1), "s_f"),
     (lambda: sparse.magnitude_mask(torch.ones(3), float("nan")), "amount"),
-    (lambda: sparse.soft_threshold(torch.ones(3), float("inf")), "t must"),
-    (lambda: sparse.gradual_sparsity(0, 0.0, 0.9, t0=0, n=0, dt=1), "n must"),
-    (lambda: sparse.regrow(torch.ones(3, dtype=torch.bool), torch.ones(4), torch.ones(4), 0.5),
-     "shape"),
     (lambda: sparse.shrink_mlp(nn.Linear(3, 3), 0.5), "MLP"),
-    (lambda: sparse.regrow_hook({}, every=0, fraction=0.1), "every"),
 ])
 def test_bad_input_gets_a_clear_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
