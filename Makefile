@@ -41,10 +41,11 @@ labs: $(STAMP)
 	$(BIN)/levers labs build
 
 grade: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/levers grade solutions/$(LAB).ipynb $(SUBMISSIONS)/*.ipynb --out $(GRADES) --jobs 2
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/levers grade solutions/$(LAB).ipynb $(SUBMISSIONS) --out $(GRADES) --jobs 2
 
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/levers bench chapters solutions
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/bench_grade.py
 
 clean:
 	rm -rf _build .pytest_cache

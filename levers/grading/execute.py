@@ -1,0 +1,239 @@
+"""Run an assembled notebook, then its probes, in a sandboxed kernel that may misbehave.
+
+Cells run in order with a per-cell timeout and a deadline for the whole submission. A cell
+that times out or kills the kernel (``os._exit``, a crash, the memory limit) is recorded, the
+kernel is discarded (its PID namespace takes every child process with it), and a fresh kernel
+replays the notebook *without* that cell, so one bad cell costs only what depends on it. After
+the last cell, each hidden check's probe is sent as code and its result read back as marked
+JSON from stdout (`levers.grading.values`); the probe's own output never reaches the feedback.
+Each cell keeps at most ``Limits.output_chars`` characters of output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from levers.grading.sandbox import MAX_MESSAGE, Limits, Sandbox
+from levers.grading.values import PROBE_RUNNER, ProbeDataError, parse_reply
+
+MAX_RESTARTS = 3
+# Seconds to wait for a cell's last output after its reply; longer means the output channel
+# was cut (ZeroMQ drops a kernel that sends one message over MAX_MESSAGE).
+IOPUB_TIMEOUT = 10
+PROBE_OUTPUT = 64 << 20
+
+
+@dataclass
+class CellRun:
+    """How one cell ended: ``ok``, ``error``, ``timeout``, ``died``, ``not run``."""
+
+    status: str = "not run"
+    error: str = ""
+
+
+@dataclass
+class Execution:
+    """Everything the scorer needs from one run."""
+
+    notebook: nbformat.NotebookNode
+    cells: list[CellRun]
+    probes: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Restart(Exception):
+    """The kernel is gone or stuck: replay the notebook in a fresh one."""
+
+
+class _Client(NotebookClient):
+    """nbclient with a per-cell output budget (an output flood cannot fill memory or reports)."""
+
+    def __init__(self, *args: object, limit: int, **kwargs: object):
+        super().__init__(*args, **kwargs)
+        self.limit, self.used, self.dropped = limit, {}, {}
+
+    def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
+        content = msg.get("content", {})
+        size = len(content.get("text", "")) + sum(
+            len(str(v)) for v in content.get("data", {}).values())
+        if msg["msg_type"] != "error" and self.used.get(cell_index, 0) + size > self.limit:
+            self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
+            return None
+        self.used[cell_index] = self.used.get(cell_index, 0) + size
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _error_text(cell: nbformat.NotebookNode, reply: dict) -> str:
+    content = reply.get("content", {})
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    ename, evalue = (content.get("ename"), content.get("evalue")) if content.get("ename") else (
+        (errors[-1].ename, errors[-1].evalue) if errors else ("an error", ""))
+    return (f"{ename}: {evalue}" if evalue else str(ename))[:500]
+
+
+async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
+                  probes: list[tuple[str, str]], seed: int) -> Execution:
+    """Execute ``nb`` and then ``probes`` (``(grade_id, probe source)``) with ``seed``.
+
+    Parameters
+    ----------
+    nb : NotebookNode
+        The assembled notebook (not modified).
+    sandbox : Sandbox
+        Where and how the kernel runs.
+    limits : Limits
+        Timeouts and output budget.
+    probes : list of (str, str)
+        Hidden checks to run after the last cell.
+    seed : int
+        Passed to every ``probe(seed)``.
+
+    Returns
+    -------
+    Execution
+        The executed notebook, each cell's status, each probe's reply and notes.
+    """
+    start = time.monotonic()
+    deadline = start + limits.wall_timeout
+    fatal: dict[int, CellRun] = {}
+    fatal_outputs: dict[int, list] = {}
+    results: dict[str, dict] = {}
+    notes: list[str] = []
+    restarts = 0
+    while True:
+        run = copy.deepcopy(nb)
+        cells = [CellRun() for _ in run.cells]
+        client = _Client(run, km=sandbox.kernel_manager(), timeout=limits.cell_timeout,
+                         allow_errors=True, startup_timeout=60, limit=limits.output_chars,
+                         record_timing=False, shutdown_kernel="immediate",
+                         raise_on_iopub_timeout=True, iopub_timeout=IOPUB_TIMEOUT)
+        replies: dict[int, dict] = {}
+
+        async def keep(cell_index: int, execute_reply: dict, **_: object) -> None:
+            replies[cell_index] = execute_reply  # noqa: B023
+
+        client.on_cell_executed = keep
+        try:
+            await _run(client, run, cells, replies, fatal, fatal_outputs, results, probes,
+                       seed, limits, deadline)
+            break
+        except _Restart:
+            restarts += 1
+            if restarts > MAX_RESTARTS or time.monotonic() >= deadline:
+                notes.append("Grading stopped: too many restarts or the time limit was reached.")
+                break
+        except RuntimeError as exc:  # the kernel never came up
+            notes.append(f"The kernel could not start: {exc}")
+            break
+        finally:
+            await _shutdown(client)
+            notes += [n for n in sandbox.notes() if n not in notes]
+            cell_notes = _finish(run, client, cells, fatal, fatal_outputs)
+    notes += cell_notes
+    for gid, _ in probes:
+        results.setdefault(gid, {"ok": False, "error": "not run: the notebook did not finish"})
+    return Execution(run, cells, results, notes, time.monotonic() - start)
+
+
+async def _run(client, run, cells, replies, fatal, fatal_outputs, results, probes, seed, limits,
+               deadline) -> None:  # noqa: ANN001
+    await client.async_start_new_kernel()
+    await client.async_start_new_kernel_client()
+    for i, cell in enumerate(run.cells):
+        if i in fatal:
+            continue
+        if cell.cell_type != "code" or not cell.source.strip():
+            cells[i].status = "ok"
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 1:
+            cells[i] = CellRun("not run", "the submission's time limit was reached")
+            continue
+        client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
+        await _cell(client, cell, i, cells, replies, fatal, fatal_outputs, limits)
+        reply = replies.get(i, {})
+        status = reply.get("content", {}).get("status", "error")
+        cells[i] = CellRun("ok") if status == "ok" else CellRun("error", _error_text(cell, reply))
+    client.limit = PROBE_OUTPUT
+    for gid, source in probes:
+        if gid in results:
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 1:
+            results[gid] = {"ok": False, "error": "not run: the time limit was reached"}
+            continue
+        marker = f"@@levers-probe-{secrets.token_hex(8)}@@"
+        code = f"{PROBE_RUNNER}\n__levers_probe({source!r}, {seed!r}, {marker!r})\n"
+        probe_cell = nbformat.v4.new_code_cell(code)
+        run.cells.append(probe_cell)  # nbclient indexes cells; removed again below
+        try:
+            client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
+            await client.async_execute_cell(probe_cell, len(run.cells) - 1, store_history=False)
+        except CellTimeoutError:
+            results[gid] = {"ok": False, "error": f"timed out after {client.timeout} s"}
+            raise _Restart from None
+        except DeadKernelError:
+            results[gid] = {"ok": False, "error": "the kernel died while checking this question"}
+            raise _Restart from None
+        finally:
+            run.cells.remove(probe_cell)
+        text = "".join(o.get("text", "") for o in probe_cell.outputs
+                       if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        try:
+            results[gid] = parse_reply(text, marker)
+        except ProbeDataError as exc:
+            results[gid] = {"ok": False, "error": str(exc)}
+
+
+async def _cell(client, cell, i, cells, replies, fatal, fatal_outputs, limits) -> None:  # noqa: ANN001
+    try:
+        await client.async_execute_cell(cell, i)
+    except CellTimeoutError as exc:
+        what = ("its output broke the kernel's output channel (one output over "
+                f"{MAX_MESSAGE >> 20} MB?)" if "IOPub" in str(exc) else
+                f"the cell ran longer than {client.timeout} s and was stopped")
+        fatal[i] = CellRun("timeout", f"{what}; it was skipped on a fresh kernel")
+    except DeadKernelError:
+        fatal[i] = CellRun("died", "the kernel died while running this cell (exit, crash or "
+                                   "memory limit); it was skipped on a fresh kernel")
+    else:
+        return
+    fatal_outputs[i] = list(cell.get("outputs", []))
+    raise _Restart
+
+
+async def _shutdown(client: NotebookClient) -> None:
+    try:
+        if client.kc is not None:
+            client.kc.stop_channels()
+        if client.km is not None and client.km.has_kernel:
+            await asyncio.wait_for(client.km.shutdown_kernel(now=True), timeout=30)
+    except Exception:  # noqa: BLE001 - a dead kernel may fail to shut down; it is gone anyway
+        pass
+
+
+def _finish(run, client, cells, fatal, fatal_outputs) -> list[str]:  # noqa: ANN001
+    notes = []
+    for i, cell in enumerate(run.cells):
+        if i in fatal:
+            cells[i] = fatal[i]
+            note = f"[grader] {fatal[i].error}\n"
+            cell.outputs = fatal_outputs.get(i, []) + [
+                nbformat.v4.new_output("stream", name="stderr", text=note)]
+            notes.append(f"Cell {i + 1}: {fatal[i].error}.")
+        dropped = client.dropped.get(i)
+        if dropped and cell.cell_type == "code":
+            cell.outputs.append(nbformat.v4.new_output(
+                "stream", name="stderr",
+                text=f"[grader] output truncated: {dropped} more characters not shown\n"))
+            notes.append(f"Cell {i + 1}: output truncated ({dropped} characters not shown).")
+    return notes

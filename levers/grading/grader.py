@@ -1,0 +1,161 @@
+"""Grade a batch: the reference once per seed, then every submission in its own sandbox.
+
+`grade_batch` never stops because one submission is broken and never leaves one without a
+report: a file that is not a notebook, a kernel that cannot start, even an unexpected error in
+the grader itself becomes a report with 0 points and the reason. Only a broken *solution* (it
+does not parse, a cell of it fails, or a probe fails on it) raises `LabError`, because then no
+grade would mean anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from levers.grading.assemble import assemble
+from levers.grading.execute import execute
+from levers.grading.sandbox import Limits, Sandbox, exposed, masked_paths
+from levers.grading.score import Report, score, zero
+from levers.grading.spec import Lab, LabError, SubmissionError, read_submission
+from levers.grading.static import tampering
+
+_REFERENCE: dict[tuple[str, int], dict[str, object]] = {}
+
+
+def probes(lab: Lab) -> list[tuple[str, str]]:
+    """``(grade_id, probe source)`` of every hidden check, in notebook order."""
+    return [(c.grade_id, c.probe) for q in lab.questions for c in q.checks if c.kind == "hidden"]
+
+
+async def reference(lab: Lab, seed: int, limits: Limits, root: Path, mask: list[str],
+                    files: dict[str, str]) -> dict[str, object]:
+    """Run the solution and its probes once per (solution, seed); raise `LabError` on failure."""
+    key = (hashlib.sha256(lab.path.read_bytes()).hexdigest(), seed)
+    if key in _REFERENCE:
+        return _REFERENCE[key]
+    # The solution is trusted: it gets generous time, so a tight --timeout meant for students
+    # cannot make the reference fail.
+    limits = replace(limits, cell_timeout=max(limits.cell_timeout, 600),
+                     wall_timeout=max(limits.wall_timeout, 3600))
+    sandbox = Sandbox(root, limits, mask, files)
+    try:
+        ran = await execute(assemble(lab, lab.notebook).notebook, sandbox, limits, probes(lab),
+                            seed)
+    finally:
+        sandbox.cleanup()
+    failed = [f"cell {i + 1}: {c.status} {c.error}" for i, c in enumerate(ran.cells)
+              if c.status != "ok"]
+    failed += [f"{gid}: {p['error']}" for gid, p in ran.probes.items() if not p["ok"]]
+    if failed:
+        raise LabError(f"the solution {lab.path.name} does not run cleanly in the sandbox: "
+                       + "; ".join(failed[:5]) + (f" ({'; '.join(ran.notes)})"
+                                                 if ran.notes else ""))
+    _REFERENCE[key] = {gid: p["value"] for gid, p in ran.probes.items()}
+    return _REFERENCE[key]
+
+
+async def grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limits, root: Path,
+                    mask: list[str], files: dict[str, str], ref: dict[str, object]) -> Report:
+    """Grade one submission; every failure becomes a report, never an exception."""
+    try:
+        nb = read_submission(path)
+    except SubmissionError as exc:
+        return zero(lab, student, seed, f"The submission could not be graded: {exc}.")
+    sandbox = None
+    try:
+        assembled = assemble(lab, nb)
+        sandbox = Sandbox(root, limits, mask, files)
+        ran = await execute(assembled.notebook, sandbox, limits, probes(lab), seed)
+        report = score(lab, assembled, ran, ref, student, seed)
+        code = [(i, s) for i, _, s in assembled.student_sources()]
+        instructor = [c.source for c, o in zip(assembled.notebook.cells, assembled.origin,
+                                               strict=True) if o == "instructor"]
+        suspicious = tampering(code, instructor)
+        if suspicious:
+            report.notes.append("Suspicious code (it patches shared objects or defines "
+                                "comparisons that can lie; it earns nothing, since hidden checks "
+                                "compare values in the grader): "
+                                + ", ".join(str(f) for f in suspicious[:5]))
+        return report
+    except Exception as exc:  # noqa: BLE001 - the batch must go on; the reason is reported
+        return zero(lab, student, seed, f"Internal grader error on this submission: "
+                                        f"{type(exc).__name__}: {exc}")
+    finally:
+        if sandbox is not None:
+            sandbox.cleanup()
+
+
+def student_names(paths: list[Path]) -> list[str]:
+    """Safe, unique folder names for the reports, from the files' names.
+
+    The stem, with anything but letters, digits, ``.``, ``_`` and ``-`` replaced (a file named
+    ``...ipynb`` must not write its report outside the output folder); the parent folder's name
+    is prefixed when two files share a stem, and a counter when that is not enough.
+
+    Examples
+    --------
+    >>> student_names([Path("a/lab.ipynb"), Path("b/lab.ipynb"), Path("ada lovelace.ipynb")])
+    ['a-lab', 'b-lab', 'ada_lovelace']
+    """
+    def safe(name: str) -> str:
+        name = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "submission"
+        return name + "_" if name == "gradebook.csv" else name
+
+    stems = [safe(p.stem) for p in paths]
+    names = [f"{safe(p.parent.name)}-{s}" if stems.count(s) > 1 else s
+             for p, s in zip(paths, stems, strict=True)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
+
+
+async def grade_batch(lab: Lab, submissions: list[Path], out: Path, seed: int, limits: Limits,
+                      jobs: int, root: Path,
+                      on_done: Callable[[Report], None] = lambda r: None) -> list[Report]:
+    """Grade every submission, ``jobs`` at a time, against one reference run.
+
+    Parameters
+    ----------
+    lab : Lab
+        The parsed solution.
+    submissions : list of Path
+        Notebooks to grade.
+    out : Path
+        The output folder (hidden from the kernels, like the solution and the submissions).
+    seed : int
+        Probe seed for the whole batch.
+    limits : Limits
+        Sandbox limits.
+    jobs : int
+        Kernels running at once.
+    root : Path
+        Staging root for the kernels' folders.
+    on_done : callable
+        Called with each report as it completes (progress bar, writing files).
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs!r}")
+    keep = [Path(p) for p in exposed()] + [Path(sys.executable)]
+    mask = masked_paths([lab.path, *submissions, out], keep)
+    files = {Path(f).name: str(lab.path.parent / f) for f in lab.files}
+    # Without hidden checks (a --public-only preview) there is nothing to compare against.
+    ref = await reference(lab, seed, limits, root, mask, files) if probes(lab) else {}
+    gate = asyncio.Semaphore(jobs)
+
+    async def one(path: Path, student: str) -> Report:
+        async with gate:
+            report = await grade_one(lab, path, student, seed, limits, root, mask, files, ref)
+        on_done(report)
+        return report
+
+    names = student_names(submissions)
+    return list(await asyncio.gather(*(one(p, n) for p, n in zip(submissions, names,
+                                                                     strict=True))))

@@ -1,0 +1,146 @@
+"""Points per check, from what ran and what the probes returned.
+
+Rules, per question:
+
+- a forbidden name in the answer (`levers.grading.static.forbidden_uses`) scores 0 for every
+  check of the question, with a message that says which name and where;
+- a hidden check scores its points when the student's probe values equal the reference's
+  (type-strict, with the check's tolerances); with ``partial`` it scores the fraction of
+  top-level keys that agree;
+- a public test cell scores its points when it ran without an exception **and** the question's
+  hidden check passed in full. The student's kernel judged the public test, and that kernel is
+  theirs: a patched ``torch.allclose``, an object whose ``__eq__`` always says yes, or a function
+  that hard-codes the public inputs' answers can make it pass, but none of them survives the
+  value comparison done here. A question without a hidden check keeps its public points as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from levers.grading.assemble import Assembled
+from levers.grading.execute import Execution
+from levers.grading.spec import Lab, grade_id
+from levers.grading.static import Finding, forbidden_uses
+from levers.grading.values import compare
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one graded cell."""
+
+    grade_id: str
+    kind: str
+    question: str
+    score: float
+    max_score: float
+    status: str  # "passed", "failed" or "error"
+    message: str
+
+
+@dataclass
+class Report:
+    """One submission's grade: checks, notes for the student, and the executed notebook."""
+
+    student: str
+    seed: int
+    checks: list[CheckResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    execution: Execution | None = None
+    assembled: Assembled | None = None
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return round(sum(c.score for c in self.checks), 6)
+
+    @property
+    def max_score(self) -> float:
+        return sum(c.max_score for c in self.checks)
+
+
+def zero(lab: Lab, student: str, seed: int, reason: str) -> Report:
+    """A report with 0 for every check, for a submission that could not run at all."""
+    checks = [CheckResult(c.grade_id, c.kind, q.name, 0.0, c.points, "error", reason)
+              for q in lab.questions for c in q.checks]
+    return Report(student, seed, checks, [reason])
+
+
+def _hidden(check, probe: dict, want: dict) -> tuple[float, str, str]:  # noqa: ANN001
+    if not probe.get("ok"):
+        return 0.0, "error", f"Your code raised an error or did not finish: {probe.get('error')}"
+    got = probe["value"]
+    if check.partial and isinstance(got, dict) and isinstance(want, dict) and want:
+        right = [k for k in want if k in got and not compare(got[k], want[k], check.rtol,
+                                                            check.atol, k)]
+        diffs = compare(got, want, check.rtol, check.atol)
+        fraction = len(right) / len(want)
+        status = "passed" if fraction == 1 else "failed"
+        return check.points * fraction, status, "\n".join(diffs[:5]) or "All values match."
+    diffs = compare(got, want, check.rtol, check.atol)
+    if diffs:
+        more = f"\n(and {len(diffs) - 5} more differences)" if len(diffs) > 5 else ""
+        return 0.0, "failed", "Your values differ from the reference:\n" + "\n".join(
+            diffs[:5]) + more
+    return check.points, "passed", "All values match the reference."
+
+
+def _public(check, run, confirmed: bool) -> tuple[float, str, str]:  # noqa: ANN001
+    if run.status == "error":
+        return 0.0, "failed", f"The test raised {run.error}"
+    if run.status != "ok":
+        return 0.0, "failed", (f"The test did not complete: "
+                               f"{run.error or 'grading stopped before it ran'}")
+    if not confirmed:
+        return 0.0, "failed", ("The public test passed, but the hidden check found the answer "
+                               "wrong on other inputs, so these points are withheld.")
+    return check.points, "passed", "The public test passed."
+
+
+def score(lab: Lab, assembled: Assembled, execution: Execution, reference: dict[str, object],
+          student: str, seed: int) -> Report:
+    """Grade one executed submission.
+
+    Parameters
+    ----------
+    lab : Lab
+        The parsed solution.
+    assembled : Assembled
+        The notebook that ran, with the origin of each cell.
+    execution : Execution
+        Cell statuses and probe replies from the student's kernel.
+    reference : dict
+        ``grade_id`` -> decoded probe value from the reference kernel.
+    student, seed
+        Name for the reports, and the probe seed used.
+    """
+    index = {grade_id(c): i for i, c in enumerate(assembled.notebook.cells) if grade_id(c)}
+    student_code = [(i, s) for i, _, s in assembled.student_sources()]
+    instructor_code = [c.source for c, o in zip(assembled.notebook.cells, assembled.origin,
+                                                  strict=True)
+                       if o == "instructor" and c.cell_type == "code"]
+    report = Report(student, seed, notes=list(assembled.notes) + list(execution.notes),
+                    execution=execution, assembled=assembled, seconds=execution.seconds)
+    for q in lab.questions:
+        found: list[Finding] = []
+        if q.forbidden and q.solution_id in index:
+            answer = None if q.solution_id in assembled.missing else index[q.solution_id]
+            found = forbidden_uses(student_code, answer, q.forbidden, instructor_code)
+        if found:
+            uses = ", ".join(str(f) for f in found[:3])
+            why = (f"Question {q.name} scores 0: the answer uses {uses}, which this question "
+                   f"does not allow (forbidden: {', '.join(q.forbidden)}; dynamic code such as "
+                   "eval or getattr with a computed name also counts).")
+            report.checks += [CheckResult(c.grade_id, c.kind, q.name, 0.0, c.points, "failed",
+                                          why) for c in q.checks]
+            continue
+        hidden = {c.grade_id: _hidden(c, execution.probes.get(c.grade_id, {}),
+                                      reference[c.grade_id])
+                  for c in q.checks if c.kind == "hidden"}
+        confirmed = all(status == "passed" for _, status, _ in hidden.values())
+        for c in q.checks:
+            pts, status, msg = (hidden[c.grade_id] if c.kind == "hidden" else
+                                _public(c, execution.cells[index[c.grade_id]], confirmed))
+            report.checks.append(CheckResult(c.grade_id, c.kind, q.name, pts, c.points, status,
+                                             msg))
+    return report

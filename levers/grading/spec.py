@@ -1,0 +1,269 @@
+"""The lab format as the grader reads it: questions, their cells, points and probe settings.
+
+A lab is an nbgrader-style notebook (``metadata.nbgrader``: ``grade``, ``solution``, ``locked``,
+``grade_id``, ``points``). A *question* is every cell whose ``grade_id`` starts with the same
+prefix before the first ``-``: ``q1-solution`` (the student's code), ``q1-public`` (plain asserts)
+and ``q1-hidden`` (a ``probe(seed)`` between ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN
+TESTS``). ``metadata.levers`` carries the grader's extras: ``forbidden`` names on a solution cell,
+``rtol``/``atol``/``partial`` on a hidden cell, and ``files`` (paths the lab needs in its working
+directory) on the notebook.
+
+Submissions are read defensively: every way a file can fail to be a notebook becomes a
+`SubmissionError` whose message is the reason a student reads in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from levers.grading.labs import HIDDEN_STUB as HIDDEN_PLACEHOLDER  # what students see
+
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_END = "### END HIDDEN TESTS"
+DEFAULT_RTOL = 1e-6
+DEFAULT_ATOL = 1e-8
+MAX_SUBMISSION_BYTES = 64 << 20
+
+
+class LabError(ValueError):
+    """The solution notebook is not a valid lab: the grader cannot run at all."""
+
+
+class SubmissionError(ValueError):
+    """A submission could not be read as a notebook; the message is shown to the student."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One graded cell: public asserts, or a hidden probe compared against the reference."""
+
+    grade_id: str
+    kind: str  # "public" or "hidden"
+    points: float
+    source: str  # the cell as the student sees it (hidden: the placeholder)
+    probe: str = ""  # hidden only: the code between the hidden-test markers
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class Question:
+    """A solution cell and the checks that grade it."""
+
+    name: str
+    solution_id: str | None
+    forbidden: tuple[str, ...]
+    checks: tuple[Check, ...]
+
+    @property
+    def points(self) -> float:
+        return sum(c.points for c in self.checks)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A parsed solution notebook."""
+
+    path: Path
+    notebook: nbformat.NotebookNode
+    questions: tuple[Question, ...]
+    files: tuple[str, ...]
+
+    @property
+    def points(self) -> float:
+        return sum(q.points for q in self.questions)
+
+
+def nbgrader(cell: dict) -> dict:
+    """The ``metadata.nbgrader`` dict of a cell (empty when absent or malformed)."""
+    meta = cell.get("metadata")
+    data = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def grade_id(cell: dict) -> str | None:
+    """The cell's ``grade_id``, or None for a free cell."""
+    gid = nbgrader(cell).get("grade_id")
+    return gid if isinstance(gid, str) and gid else None
+
+
+def is_instructor_cell(cell: dict) -> bool:
+    """True for cells the student may not change: locked or graded, and not a solution."""
+    meta = nbgrader(cell)
+    return bool(meta.get("locked") or meta.get("grade")) and not meta.get("solution")
+
+
+def comments_only(source: str) -> bool:
+    """True when a cell holds nothing but comments and blank lines (nothing to run)."""
+    return all(not ln.strip() or ln.lstrip().startswith("#") for ln in source.splitlines())
+
+
+def question_name(gid: str) -> str:
+    """The question a cell belongs to: the ``grade_id`` up to its first ``-``.
+
+    Examples
+    --------
+    >>> question_name("q1-metrics-solution")
+    'q1'
+    """
+    return gid.split("-", 1)[0]
+
+
+def hidden_probe(source: str, gid: str) -> str:
+    """The code between the hidden-test markers of a hidden check cell."""
+    start, end = source.find(HIDDEN_BEGIN), source.find(HIDDEN_END)
+    if start < 0 or end < start:
+        raise LabError(f"hidden check {gid!r} must wrap its probe in {HIDDEN_BEGIN}/{HIDDEN_END}")
+    body = source[start + len(HIDDEN_BEGIN) : end].strip("\n")
+    if "def probe(" not in body:
+        raise LabError(f"hidden check {gid!r} must define `def probe(seed: int) -> dict`")
+    return body
+
+
+def _check(cell: dict, gid: str) -> Check:
+    meta = nbgrader(cell)
+    extra = cell.get("metadata", {}).get("levers", {})
+    points = meta.get("points", 0)
+    if not isinstance(points, int | float) or isinstance(points, bool) or points < 0:
+        raise LabError(f"cell {gid!r}: points must be a non-negative number, got {points!r}")
+    source = cell["source"]
+    if comments_only(source):  # a student version: the probe was removed
+        return Check(gid, "hidden", float(points), HIDDEN_PLACEHOLDER)
+    if HIDDEN_BEGIN in source:
+        return Check(
+            gid,
+            "hidden",
+            float(points),
+            HIDDEN_PLACEHOLDER,
+            probe=hidden_probe(source, gid),
+            rtol=float(extra.get("rtol", DEFAULT_RTOL)),
+            atol=float(extra.get("atol", DEFAULT_ATOL)),
+            partial=bool(extra.get("partial", False)),
+        )
+    return Check(gid, "public", float(points), source)
+
+
+def read_solution(path: str | Path, public_only: bool = False) -> Lab:
+    """Parse a solution notebook into a `Lab`; raise `LabError` if it is not a valid lab.
+
+    Parameters
+    ----------
+    path : str or Path
+        The instructor's notebook (``solutions/labNN-name.ipynb``).
+    public_only : bool
+        Keep only the public tests: a student previewing their score against ``labs/``.
+
+    Returns
+    -------
+    Lab
+        The questions in notebook order, with their checks and settings.
+    """
+    path = Path(path)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as exc:
+        raise LabError(f"cannot read solution notebook {str(path)!r}: {exc}") from exc
+    order: list[str] = []
+    solutions: dict[str, dict] = {}
+    checks: dict[str, list[Check]] = {}
+    seen: set[str] = set()
+    for cell in nb.cells:
+        gid = grade_id(cell)
+        if gid is None:
+            continue
+        if gid in seen:
+            raise LabError(f"grade_id {gid!r} appears twice in {path.name}")
+        seen.add(gid)
+        meta = nbgrader(cell)
+        name = question_name(gid)
+        if meta.get("solution") and cell.cell_type == "code":
+            solutions[name] = cell
+        elif meta.get("grade") and cell.cell_type == "code":
+            checks.setdefault(name, []).append(_check(cell, gid))
+        else:
+            continue
+        if name not in order:
+            order.append(name)
+    questions = []
+    for name in order:
+        if public_only:
+            checks[name] = [c for c in checks.get(name, []) if c.kind == "public"]
+        if not checks.get(name):
+            continue  # a solution cell nobody grades (e.g. helpers) is not a question
+        sol = solutions.get(name)
+        forbidden = sol.get("metadata", {}).get("levers", {}).get("forbidden", []) if sol else []
+        if not isinstance(forbidden, list) or not all(isinstance(f, str) for f in forbidden):
+            raise LabError(f"question {name!r}: metadata.levers.forbidden must be a list of str")
+        questions.append(Question(name, grade_id(sol) if sol else None, tuple(forbidden),
+                                  tuple(checks[name])))
+    if not questions:
+        raise LabError(f"{path.name} has no graded cells (metadata.nbgrader.grade = true)")
+    stripped = [c.grade_id for q in questions for c in q.checks if c.kind == "hidden"
+                and not c.probe]
+    if stripped:
+        raise LabError(f"{path.name} is a student version (hidden checks {stripped} have no "
+                       "probe): grade against the solution, or pass --public-only")
+    files = nb.metadata.get("levers", {}).get("files", [])
+    return Lab(path, nb, tuple(questions), tuple(files))
+
+
+def read_submission(path: str | Path) -> nbformat.NotebookNode:
+    """Read a student's file as an nbformat-4 notebook, or raise `SubmissionError` saying why.
+
+    Parameters
+    ----------
+    path : str or Path
+        The submitted ``.ipynb`` file.
+
+    Returns
+    -------
+    NotebookNode
+        The notebook, with cell sources normalised to strings.
+    """
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_SUBMISSION_BYTES:
+            raise SubmissionError(f"the file is {size >> 20} MB; a lab notebook must be under "
+                                  f"{MAX_SUBMISSION_BYTES >> 20} MB (clear large outputs)")
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SubmissionError(f"cannot read the file: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8-sig")  # some editors start UTF-8 files with a BOM
+    except UnicodeDecodeError as exc:
+        raise SubmissionError(
+            f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SubmissionError(f"the file is not JSON ({exc.msg}, line {exc.lineno})") from exc
+    if not isinstance(data, dict) or "nbformat" not in data:
+        raise SubmissionError("the file is JSON but not a Jupyter notebook (no nbformat field)")
+    version = data.get("nbformat")
+    if version != 4:
+        raise SubmissionError(f"the notebook has nbformat version {version!r}; expected 4 "
+                              "(save it from Jupyter 4 or later)")
+    if not isinstance(data.get("cells"), list):
+        raise SubmissionError("the file is JSON but not a Jupyter notebook (no list of cells)")
+    cells = []
+    for i, cell in enumerate(data["cells"]):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise SubmissionError(f"cell {i} is not a valid notebook cell")
+        source = cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(s for s in source if isinstance(s, str))
+        if not isinstance(source, str):
+            raise SubmissionError(f"cell {i} has a source that is not text")
+        meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        new = (nbformat.v4.new_code_cell if cell["cell_type"] == "code"
+               else nbformat.v4.new_markdown_cell if cell["cell_type"] == "markdown"
+               else nbformat.v4.new_raw_cell)(source=source, metadata=meta)
+        cells.append(new)
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    return nbformat.v4.new_notebook(cells=cells, metadata=meta)

@@ -1,0 +1,265 @@
+"""Read the student's code without running it: forbidden shortcuts and tampering.
+
+Two checks, both on the syntax tree (``ast``), with every import alias resolved to its dotted
+name (``import levers.formats as F`` makes ``F.round_to_format`` read as
+``levers.formats.round_to_format``):
+
+- **forbidden**: a question may list names its answer must not use. The question's solution cell
+  is scanned, together with every student definition it reaches (a helper defined in a scratch
+  cell counts). Dynamic escapes that would hide a name (``eval``, ``getattr(m, "na" + "me")``,
+  ``__import__``...) count as forbidden too.
+- **tampering**: code that rewrites shared objects (``torch.allclose = ...``, ``setattr(np, ...)``,
+  ``sys.modules``, ``builtins``), or defines classes whose comparisons can lie (``__eq__``), makes
+  the notebook's own verdicts untrustworthy: its public tests then score nothing.
+
+Static reading is a bar, not a proof; the hidden checks compare values in the grader's process
+and do not depend on it.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from IPython.core.inputtransformer2 import TransformerManager
+
+DYNAMIC = {"eval", "exec", "compile", "__import__", "globals", "vars", "locals", "breakpoint"}
+PATCHING_CALLS = {"setattr", "delattr"}
+DANGEROUS_MODULES = ("builtins", "importlib", "ctypes", "gc", "inspect", "unittest.mock", "mock",
+                     "IPython", "sys.modules", "sys.settrace", "sys.setprofile", "sys.meta_path",
+                     "sys.path_hooks", "sys.addaudithook", "sys._getframe", "types.FunctionType",
+                     "types.CodeType")
+DUNDER_ACCESS = {"__dict__", "__class__", "__globals__", "__code__", "__builtins__",
+                 "__subclasses__", "__setattr__", "__delattr__", "__getattribute__", "__bases__",
+                 "__mro__", "__closure__", "__defaults__", "__kwdefaults__", "__func__",
+                 "__self__", "__loader__", "__spec__", "__wrapped__"}
+LYING_METHODS = {"__eq__", "__ne__", "__bool__", "__torch_function__", "__torch_dispatch__",
+                 "__array_ufunc__", "__array_function__", "__instancecheck__",
+                 "__subclasscheck__"}
+ALLOWED_MAGICS = {"time", "timeit", "matplotlib", "precision", "who", "whos", "pip"}
+SHELL = {"system", "getoutput"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One suspicious use of a name: where, and what."""
+
+    cell: int
+    line: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"`{self.what}` (cell {self.cell + 1}, line {self.line})"
+
+
+def parse(source: str) -> ast.Module | None:
+    """Parse a cell (IPython magics turned into calls); None if it is not valid Python."""
+    try:
+        return ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # Python could not compile it either: the cell cannot run
+
+
+def aliases(trees: list[ast.Module | None]) -> dict[str, str]:
+    """Map every imported local name to the dotted name it stands for."""
+    names: dict[str, str] = {}
+    for tree in trees:
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    names[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(
+                        ".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for a in node.names:
+                    names[a.asname or a.name] = f"{node.module}.{a.name}"
+    return names
+
+
+def dotted(node: ast.AST, names: dict[str, str]) -> str | None:
+    """``lv.formats.f`` -> ``levers.formats.f``; ``getattr(torch, "x")`` -> ``torch.x``."""
+    if isinstance(node, ast.Name):
+        return names.get(node.id, node.id)
+    if isinstance(node, ast.Attribute):
+        base = dotted(node.value, names)
+        return f"{base}.{node.attr}" if base else f"?.{node.attr}"
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr" and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        base = dotted(node.args[0], names)
+        return f"{base or '?'}.{node.args[1].value}"
+    if isinstance(node, ast.Call):
+        return dotted(node.func, names)
+    return None
+
+
+def references(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, str]]:
+    """Every dotted name the code reads, calls or imports, with its line."""
+    refs = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name | ast.Attribute) or (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+        ):
+            name = dotted(node, names)
+            if name:
+                refs.append((getattr(node, "lineno", 0), name))
+            if isinstance(node, ast.Call) and not (
+                len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+            ):
+                refs.append((node.lineno, "getattr(<computed name>)"))
+        elif isinstance(node, ast.Import):
+            refs += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            refs += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return refs
+
+
+def matches(ref: str, entry: str) -> bool:
+    """Does a used name hit a forbidden entry?
+
+    An entry matches when its dotted components appear, in order and adjacent, among the
+    reference's: ``levers.formats`` hits ``levers.formats.round_to_format``, ``bfloat16`` (one
+    component) hits ``torch.bfloat16`` and ``x.bfloat16``. Leading ``*.``/``.`` and a trailing
+    ``(`` are ignored, so ``.half(`` means any attribute named ``half``.
+
+    Examples
+    --------
+    >>> matches("levers.formats.round_to_format", "levers.formats")
+    True
+    >>> matches("x.bfloat16", "bfloat16"), matches("torch.float16", "bfloat16")
+    (True, False)
+    """
+    entry = entry.strip().rstrip("(").removeprefix("*").removeprefix(".")
+    want, have = entry.split("."), ref.split(".")
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+
+def _defined(stmt: ast.stmt) -> set[str]:
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {stmt.name}
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+        [stmt.target] if isinstance(stmt, ast.AnnAssign | ast.AugAssign) else [])
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _dynamic(ref: str, anywhere: bool = False) -> bool:
+    """Code that can hide what it calls or rebind the answer from elsewhere.
+
+    In the answer and what it reaches: ``eval``, ``exec``, ``__import__``, ``importlib``,
+    ``getattr(m, name)`` with a computed name. Anywhere in the notebook (``anywhere``), only what
+    can rebind the answer's names from a distance: ``eval``, ``exec``, ``globals()``,
+    ``__main__``, ``sys.modules`` (a ``getattr`` in scratch code is harmless unless the answer
+    reaches it, and then the first rule sees it).
+    """
+    bare = ref.removeprefix("builtins.")
+    if bare in DYNAMIC or ref.startswith("importlib") or matches(ref, "__main__") or matches(
+            ref, "sys.modules"):
+        return True
+    return not anywhere and ref.startswith("getattr(<")
+
+
+def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden: tuple[str, ...],
+                   instructor: list[str] = ()) -> list[Finding]:
+    """Forbidden names used by the solution cell or by any student definition it reaches.
+
+    Parameters
+    ----------
+    cells : list of (index, source)
+        The student's code cells, by notebook index.
+    solution : int or None
+        Index of the question's solution cell; None when the submission lost it (the answer
+        may then be in any cell, so every student cell is read as part of it).
+    forbidden : tuple of str
+        Dotted names (``levers.formats.round_to_format``) or ``*.attr`` patterns.
+    instructor : list of str
+        The instructor's code cells, read only for their import aliases.
+    """
+    if not forbidden:
+        return []
+    trees = {i: parse(src) for i, src in cells}
+    names = aliases([parse(s) for s in instructor] + list(trees.values()))
+    defs: dict[str, list[tuple[int, ast.stmt]]] = {}
+    for i, tree in trees.items():
+        for stmt in tree.body if tree else ():
+            for name in _defined(stmt):
+                defs.setdefault(name, []).append((i, stmt))
+    found: list[Finding] = []
+    if solution is not None:
+        todo = [(solution, trees.get(solution))]
+    else:  # every cell but the student's copies of the instructor's cells (tests use anything)
+        theirs = {src.strip() for src in instructor}
+        todo = [(i, trees[i]) for i, src in cells if src.strip() not in theirs]
+    # Rebinding the answer's names elsewhere (a scratch cell defining `round_bf16` again) or
+    # dynamic code anywhere can swap the answer at run time: both are read as part of it.
+    answer = trees.get(solution)
+    for name in {n for stmt in (answer.body if answer else ()) for n in _defined(stmt)}:
+        todo += defs.get(name, [])
+    for i, tree in trees.items():
+        for line, ref in references(tree, names) if tree else ():
+            if _dynamic(ref, anywhere=True):
+                found.append(Finding(i, line, ref))
+    seen: set[int] = set()
+    while todo:
+        cell, node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for line, ref in references(node, names) + references(node, {}):
+            bad = [e for e in forbidden if matches(ref, e)]
+            if bad or _dynamic(ref):
+                found.append(Finding(cell, line, ref))
+            todo += defs.get(ref.split(".")[0], [])
+    return sorted(set(found), key=lambda f: (f.cell, f.line, f.what))
+
+
+def _allowed_magic(call: ast.Call, parents: dict) -> bool:
+    """``%timeit`` and ``!ls`` become ``get_ipython().run_line_magic(...)``/``.system(...)``."""
+    attr, outer = parents.get(call), parents.get(parents.get(call))
+    if not isinstance(attr, ast.Attribute) or not isinstance(outer, ast.Call):
+        return False
+    if attr.attr in SHELL:
+        return True
+    first = outer.args[0] if outer.args else None
+    return (attr.attr in ("run_line_magic", "run_cell_magic") and isinstance(first, ast.Constant)
+            and first.value in ALLOWED_MAGICS)
+
+
+def tampering(cells: list[tuple[int, str]], instructor: list[str] = ()) -> list[Finding]:
+    """Places where student code rewrites shared objects or defines lying comparisons."""
+    trees = {i: parse(src) for i, src in cells}
+    names = aliases([parse(s) for s in instructor] + list(trees.values()))
+    modules = set(names)
+    found = []
+    for cell, tree in trees.items():
+        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)} if tree else {}
+        for node in ast.walk(tree) if tree else ():
+            line = getattr(node, "lineno", 0)
+            targets = (node.targets if isinstance(node, ast.Assign | ast.Delete)
+                       else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                       else [])
+            for t in targets:
+                root = t
+                while isinstance(root, ast.Attribute | ast.Subscript):
+                    root = root.value
+                if (isinstance(t, ast.Attribute) and isinstance(root, ast.Name)
+                        and root.id in modules):
+                    found.append(Finding(cell, line, f"{dotted(t, names)} = ..."))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                if node.func.id in PATCHING_CALLS | DYNAMIC:
+                    found.append(Finding(cell, line, f"{node.func.id}(...)"))
+            if isinstance(node, ast.Attribute) and node.attr in DUNDER_ACCESS:
+                found.append(Finding(cell, line, f"?.{node.attr}"))
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name in LYING_METHODS:
+                        found.append(Finding(cell, item.lineno, f"{node.name}.{item.name}"))
+            if isinstance(node, ast.Name | ast.Attribute | ast.Import | ast.ImportFrom):
+                refs = ([dotted(node, names)] if not isinstance(node, ast.Import | ast.ImportFrom)
+                        else [r for _, r in references(node, names)])
+                for ref in refs:
+                    if ref and any(matches(ref, m) for m in DANGEROUS_MODULES):
+                        found.append(Finding(cell, line, ref))
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "get_ipython" and not _allowed_magic(node, parents)):
+                found.append(Finding(cell, line, "get_ipython()"))
+    return sorted(set(found), key=lambda f: (f.cell, f.line, f.what))

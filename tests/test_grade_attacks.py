@@ -1,0 +1,76 @@
+"""No unearned points: every attack earns exactly what the honest wrong answer earns.
+
+Each fixture in tests/fixtures/grading/submissions/attack/ is the honest wrong submission
+(every function wrong) plus one attack. The honest wrong submission scores 0 on every question,
+so each attack must too; where the grader can name the trick, the report names it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_grade_support import MINILAB, SUBMISSIONS, by_question, grade, results
+
+ATTACKS = SUBMISSIONS / "attack"
+
+
+@pytest.fixture(scope="module")
+def honest_wrong(tmp_path_factory) -> dict[str, float]:
+    """What the honest wrong submission (every function wrong, no tricks) scores."""
+    tmp = tmp_path_factory.mktemp("honest")
+    _, out = grade(tmp, MINILAB, SUBMISSIONS / "honest" / "honest_wrong.ipynb")
+    return by_question(results(out, "honest_wrong"))
+
+
+@pytest.mark.parametrize("name, says", [
+    ("patch_asserts", "torch.equal = ..."),
+    ("patch_numpy_testing", "np.testing.assert_array_equal = ..."),
+    ("patch_allclose", "torch.allclose = ..."),
+    ("patch_levers", "levers.repro.setup = ..."),
+    ("eq_always_true", "Yes.__eq__"),
+    ("fake_pass_markers", None),
+    ("public_tests_pass", "Restored the instructor's version of edited cell 'q1-public'"),
+    ("deleted_tests", "Put back deleted cell 'q1-hidden'"),
+    ("hardcoded_public", "hidden check found the answer wrong"),
+    ("reference_import", "levers.formats.round_to_format"),
+    ("reference_cast", "x.bfloat16"),
+    # Without metadata the answer could be in any cell, so every cell is read as the answer.
+    ("reference_cast_no_metadata", "x.bfloat16"),
+])
+def test_attack_earns_what_an_honest_wrong_answer_earns(tmp_path, honest_wrong, name, says):
+    status, out = grade(tmp_path, MINILAB, ATTACKS / f"{name}.ipynb")
+    assert status == 0
+    report = results(out, name)
+    assert by_question(report) == honest_wrong
+    text = report["output"] + "\n".join(t["output"] for t in report["tests"])
+    if says:
+        assert says.replace("np.", "numpy.") in text or says in text
+
+
+def test_public_test_that_passes_by_a_trick_is_withheld(tmp_path):
+    """Patched helpers make the public asserts pass in the student's kernel; no points follow."""
+    status, out = grade(tmp_path, MINILAB, ATTACKS / "patch_asserts.ipynb")
+    tests = results(out, "patch_asserts")["tests"]
+    public = [t for t in tests if t["name"].endswith("public test")]
+    assert all(t["score"] == 0 for t in public)
+
+
+def test_forbidden_use_names_the_question_rule(tmp_path):
+    status, out = grade(tmp_path, MINILAB, ATTACKS / "reference_import.ipynb")
+    q1 = [t for t in results(out, "reference_import")["tests"] if t["name"].startswith("q1")]
+    assert all(t["score"] == 0 and "does not allow" in t["output"] for t in q1)
+    assert all("cell" in t["output"] for t in q1)  # where it was found
+
+
+def test_a_correct_answer_that_also_patches_keeps_its_earned_points(tmp_path):
+    """Tampering is reported, not punished twice: the values decide."""
+    import nbformat
+    from test_grade_faults import FULL
+
+    nb = nbformat.read(SUBMISSIONS / "honest" / "right_answers.ipynb", as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell("torch.allclose = lambda *a, **k: True"))
+    path = tmp_path / "right_but_patching.ipynb"
+    nbformat.write(nb, path)
+    _, out = grade(tmp_path, MINILAB, path)
+    report = results(out, "right_but_patching")
+    assert by_question(report) == FULL
+    assert "torch.allclose = ..." in report["output"]

@@ -1,0 +1,125 @@
+"""Ground truth: the solution scores full marks, the blank lab 0, honest partial answers the
+points they earned, and one seed gives one set of reports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_grade_support import BLANK, MINILAB, SEED, SUBMISSIONS, by_question, grade, results
+
+ROOT = Path(__file__).parent.parent
+LAB1 = ROOT / "solutions" / "lab01-precision.ipynb"
+LAB1_BLANK = ROOT / "labs" / "lab01-precision.ipynb"
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("solution_copy", {"q1": 3, "q2": 3, "q3": 2}),
+    ("right_answers", {"q1": 3, "q2": 3, "q3": 2}),
+    ("honest_wrong", {"q1": 0, "q2": 0, "q3": 0}),
+    # q1 rounds ties up: the public tie test and the hidden ties fail; q3 is still right.
+    ("half_right", {"q1": 0, "q2": 3, "q3": 2}),
+    # q1 truncates; q3 is computed with that q1, so its value is wrong too.
+    ("q1_wrong", {"q1": 0, "q2": 3, "q3": 0}),
+    # q2 transposed: rows and columns swapped.
+    ("q2_wrong", {"q1": 3, "q2": 0, "q3": 2}),
+])
+def test_honest_submissions_score_what_they_earned(tmp_path, name, expected):
+    status, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / f"{name}.ipynb")
+    assert status == 0
+    assert by_question(results(out, name)) == expected
+
+
+def test_blank_lab_scores_zero_without_a_grader_error(tmp_path):
+    status, out = grade(tmp_path, MINILAB, BLANK)
+    report = results(out, "minilab-blank")
+    assert status == 0 and report["score"] == 0
+    assert "Internal grader error" not in json.dumps(report)
+    assert all(t["status"] == "failed" for t in report["tests"])
+    assert all(t["output"].startswith("The test raised") for t in report["tests"]
+               if t["name"].endswith("public test"))
+
+
+def test_same_seed_same_reports(tmp_path):
+    sub = SUBMISSIONS / "honest" / "half_right.ipynb"
+    _, first = grade(tmp_path / "a", MINILAB, sub)
+    _, second = grade(tmp_path / "b", MINILAB, sub)
+    for name in ("results.json", "classroom.json", "feedback.ipynb"):
+        a = json.loads((first / "half_right" / name).read_text())
+        b = json.loads((second / "half_right" / name).read_text())
+        a.pop("execution_time", None)
+        b.pop("execution_time", None)
+        assert a == b, name
+    assert (first / "gradebook.csv").read_text() == (second / "gradebook.csv").read_text()
+
+
+def test_another_seed_still_gives_full_marks_to_the_solution(tmp_path):
+    status, out = grade(tmp_path, MINILAB, MINILAB, seed=987654)
+    assert results(out, "minilab")["score"] == 8
+
+
+def test_feedback_has_a_result_under_each_question(tmp_path):
+    _, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / "half_right.ipynb")
+    nb = nbformat.read(out / "half_right" / "feedback.ipynb", as_version=4)
+    assert nb.cells[0].source.startswith("# Grade: 5 / 8")
+    results_at = [i for i, c in enumerate(nb.cells) if c.source.startswith("**Grader — ")]
+    assert len(results_at) == 3
+    for i, q in zip(results_at, ("q1", "q2", "q3"), strict=True):
+        assert nb.cells[i - 1].metadata["nbgrader"]["grade_id"] == f"{q}-hidden"
+    assert nb.cells[results_at[0]].source.count("❌") == 2
+
+
+# --- Lab 1 --------------------------------------------------------------------------------
+
+def lab1_variant(tmp_path: Path, grade_id: str, old: str, new: str) -> Path:
+    """The Lab 1 solution with one answer changed (a realistic mistake)."""
+    nb = nbformat.read(LAB1, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    assert old in cell.source, f"{grade_id} no longer contains {old!r}"
+    cell.source = cell.source.replace(old, new)
+    path = tmp_path / f"{grade_id}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+LABS = sorted(p.stem for p in (ROOT / "solutions").glob("lab*.ipynb"))
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_every_lab_solution_full_marks_and_blank_zero(tmp_path, lab):
+    solution, blank = ROOT / "solutions" / f"{lab}.ipynb", ROOT / "labs" / f"{lab}.ipynb"
+    status, out = grade(tmp_path, solution, solution, blank)
+    assert status == 0
+    full = results(out, f"solutions-{lab}")
+    zero = results(out, f"labs-{lab}")
+    assert full["score"] == sum(t["max_score"] for t in full["tests"]) > 0
+    assert zero["score"] == 0 and "Internal grader error" not in json.dumps(zero)
+    assert zero["output"] == f"Score 0 / {full['score']:g} (probe seed {SEED})."  # no repairs
+
+
+@pytest.mark.skipif(not LAB1.exists(), reason="Lab 1 not written yet")
+def test_lab1_realistic_mistakes_lose_only_their_question(tmp_path):
+    # Macro F1 as the F1 of macro precision and recall (a common mistake), and
+    # round-half-up instead of ties-to-even.
+    macro = lab1_variant(tmp_path, "q1-metrics-solution", '"macro_f1": float(f1.mean()),',
+                         '"macro_f1": float(2 * precision.mean() * recall.mean() / '
+                         '(precision.mean() + recall.mean())),')
+    ties = lab1_variant(tmp_path, "q3-bf16-solution", "0x7FFF + last_kept", "0x8000")
+    status, out = grade(tmp_path, LAB1, macro, ties)
+    assert status == 0
+    assert by_question(results(out, "q1-metrics-solution")) == {
+        "q1": 0, "q2": 3, "q3": 3, "q4": 3}
+    assert by_question(results(out, "q3-bf16-solution")) == {"q1": 3, "q2": 3, "q3": 0, "q4": 3}
+
+
+@pytest.mark.skipif(not LAB1.exists(), reason="Lab 1 not written yet")
+def test_lab1_forbidden_reference_call_scores_zero(tmp_path):
+    path = lab1_variant(tmp_path, "q3-bf16-solution", "### BEGIN SOLUTION",
+                        "return lv.formats.round_to_format(x, 'bf16')\n    ### BEGIN SOLUTION")
+    _, out = grade(tmp_path, LAB1, path)
+    report = results(out, "q3-bf16-solution")
+    assert by_question(report)["q3"] == 0
+    assert any(re.search(r"levers\.formats", t["output"]) for t in report["tests"])
