@@ -96,9 +96,19 @@ def confine(cfg: dict) -> None:
             tmpfs(path, "1k", "755", readonly=True)
         elif os.path.exists(path):
             mount("/dev/null", path, None, MS_BIND)
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(scratch):
-            tmpfs(scratch, cfg["tmp_size"])
+    scratches = [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(d)]
+    # What the kernel needs may live under a scratch folder (a clone in /tmp, its .venv): keep a
+    # handle on it, with the masks inside it, to bind it back over the fresh scratch mount.
+    keep = sorted({p for p in cfg["expose"]
+                   if any(p == d or p.startswith(d + os.sep) for d in scratches)})
+    keep = [p for p in keep if not any(p.startswith(q + os.sep) for q in keep)]
+    keep_fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in keep if os.path.isdir(p)}
+    for scratch in scratches:
+        tmpfs(scratch, cfg["tmp_size"])
+    for path, fd in keep_fds.items():
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
     # The run folder (connection file, sockets) may have been under /tmp: bring it back.
     os.makedirs(run, exist_ok=True)
     mount(f"/proc/self/fd/{run_fd}", run, None, MS_BIND)
