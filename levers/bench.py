@@ -3,15 +3,17 @@
 Latency is measured, never assumed: warm-up calls first (caches, lazy kernel selection), then
 repeated timings of which we report the median (robust to the odd slow run). To compare several
 candidates on a machine that other programs also use, `compare` times them in interleaved rounds
-and keeps each one's fastest run. The thread count is set for the measurement and restored
-afterwards, because the rest of the book runs on one thread for reproducibility.
+and keeps each one's fastest run; `break_even` finds where one candidate overtakes another. The
+thread count is set for the measurement and restored afterwards, because the rest of the book
+runs on one thread for reproducibility.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -151,6 +153,57 @@ def compare(fns: Mapping[K, Callable[[], object]], rounds: int = 3, repeats: int
         torch.set_num_threads(before)
     return {key: Timing(statistics.median(t), min(t), len(t), threads)
             for key, t in times.items()}
+
+
+def break_even(xs: Sequence[float], t_a: Sequence[float], t_b: Sequence[float]) -> float:
+    """The first x at which candidate b becomes faster than candidate a.
+
+    `t_a[i]` and `t_b[i]` are the times measured at `xs[i]` (e.g. a dense and a sparse kernel at
+    increasing sparsity). The crossing is where the ratio ``t_b / t_a`` first drops below 1,
+    linearly interpolated between the two measured points around it.
+
+    Parameters
+    ----------
+    xs : sequence of float
+        Strictly increasing positions, finite.
+    t_a, t_b : sequence of float
+        Positive finite times of the two candidates at each x, same length as `xs`.
+
+    Returns
+    -------
+    float
+        ``xs[0]`` if b is already faster there; NaN if b is never faster; otherwise the x where
+        the interpolated ratio equals 1.
+
+    Examples
+    --------
+    >>> round(break_even([0.0, 0.5, 1.0], [1.0, 1.0, 1.0], [3.0, 2.0, 0.5]), 4)
+    0.8333
+    >>> break_even([0.0, 1.0], [1.0, 1.0], [2.0, 2.0])
+    nan
+    """
+    for name, seq in (("xs", xs), ("t_a", t_a), ("t_b", t_b)):
+        if isinstance(seq, str | bytes) or not isinstance(seq, Sequence) or len(seq) == 0:
+            raise ValueError(f"{name} must be a non-empty sequence of numbers, got {seq!r}")
+        if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+               for v in seq):
+            raise ValueError(f"{name} must hold finite numbers only, got {seq!r}")
+    if not len(xs) == len(t_a) == len(t_b):
+        raise ValueError(f"xs, t_a and t_b must have the same length, "
+                         f"got {len(xs)}, {len(t_a)} and {len(t_b)}")
+    if any(x1 <= x0 for x0, x1 in zip(xs, xs[1:], strict=False)):
+        raise ValueError(f"xs must be strictly increasing, got {xs!r}")
+    if any(t <= 0 for t in (*t_a, *t_b)):
+        raise ValueError(f"t_a and t_b must be positive times, got {t_a!r} and {t_b!r}")
+    ratio = [b / a for a, b in zip(t_a, t_b, strict=True)]
+    i = next((j for j, q in enumerate(ratio) if q < 1), None)
+    if i is None:
+        return math.nan
+    if i == 0:
+        return float(xs[0])
+    # ratio[i - 1] >= 1 > ratio[i]: the straight line between them crosses 1 once
+    share = (ratio[i - 1] - 1) / (ratio[i - 1] - ratio[i])
+    return float(xs[i - 1] + share * (xs[i] - xs[i - 1]))
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:

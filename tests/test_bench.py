@@ -1,12 +1,23 @@
-"""Tests for levers.bench: latency, fair comparison of candidates, MAC counts, energy."""
+"""Tests for levers.bench: latency, fair comparison, break-even, MAC counts, energy."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from levers.bench import ENERGY_PJ, Timing, compare, energy_estimate_pj, latency, macs
+from levers.bench import (
+    ENERGY_PJ,
+    Timing,
+    break_even,
+    compare,
+    energy_estimate_pj,
+    latency,
+    macs,
+)
 from levers.models import LeNet5, LeNet300100, mlp
 
 
@@ -274,3 +285,62 @@ def test_energy_of_lenet300100_is_dominated_by_dram_reads():
 def test_energy_rejects_bad_arguments(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         energy_estimate_pj(*args, **kwargs)
+
+
+# --- break_even -----------------------------------------------------------------------------
+
+
+def test_break_even_interpolates_the_crossing_linearly():
+    # ratio 3, 2, 0.5: crosses 1 between x = 0.5 and 1.0, two thirds of the way (2 → 0.5)
+    assert break_even([0.0, 0.5, 1.0], [1.0, 1.0, 1.0], [3.0, 2.0, 0.5]) == pytest.approx(5 / 6)
+
+
+def test_break_even_uses_the_ratio_when_both_times_vary():
+    # ratios 2 and 0.5 at x = 10 and 20: the line crosses 1 two thirds of the way
+    assert break_even([10, 20], [1.0, 4.0], [2.0, 2.0]) == pytest.approx(10 + 20 / 3)
+
+
+def test_break_even_returns_the_first_crossing():
+    assert break_even([1, 2, 3, 4], [1, 1, 1, 1], [2.0, 0.5, 2.0, 0.5]) == pytest.approx(1 + 2 / 3)
+
+
+def test_break_even_at_the_first_point_and_never():
+    assert break_even([0.2, 0.4], [1.0, 1.0], [0.9, 0.5]) == 0.2
+    assert math.isnan(break_even([0.2, 0.4], [1.0, 1.0], [1.0, 1.5]))  # equal is not faster
+
+
+def test_break_even_of_equal_ratio_at_a_point_is_that_point():
+    assert break_even([0, 1, 2], [2, 2, 2], [4, 2, 1]) == pytest.approx(1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.01, 100), min_size=2, max_size=8),
+       st.lists(st.floats(0.01, 100), min_size=2, max_size=8))
+def test_break_even_lies_between_the_bracketing_points(t_a, t_b):
+    n = min(len(t_a), len(t_b))
+    xs = [float(i) for i in range(n)]
+    x = break_even(xs, t_a[:n], t_b[:n])
+    faster = [i for i in range(n) if t_b[i] < t_a[i]]
+    if not faster:
+        assert math.isnan(x)
+    else:
+        i = faster[0]
+        assert (xs[i - 1] if i else xs[0]) <= x <= xs[i]
+
+
+@pytest.mark.parametrize(("xs", "t_a", "t_b", "match"), [
+    ([], [], [], r"xs must be a non-empty sequence of numbers, got \[\]"),
+    ("abc", [1, 1, 1], [1, 1, 1], r"xs must be a non-empty sequence of numbers, got 'abc'"),
+    ([0, 1], 1.0, [1, 1], r"t_a must be a non-empty sequence of numbers, got 1.0"),
+    ([0, 1], [1, 1], [1, "2"], r"t_b must hold finite numbers only, got \[1, '2'\]"),
+    ([0, float("nan")], [1, 1], [1, 1], r"xs must hold finite numbers only, got \[0, nan\]"),
+    ([0, 1], [1, True], [1, 1], r"t_a must hold finite numbers only"),
+    ([0, 1, 2], [1, 1], [1, 1], r"xs, t_a and t_b must have the same length, got 3, 2 and 2"),
+    ([0, 1, 1], [1, 1, 1], [1, 1, 1], r"xs must be strictly increasing, got \[0, 1, 1\]"),
+    ([1, 0], [1, 1], [1, 1], r"xs must be strictly increasing, got \[1, 0\]"),
+    ([0, 1], [1, 0], [1, 1], r"t_a and t_b must be positive times, got \[1, 0\] and \[1, 1\]"),
+    ([0, 1], [1, 1], [-1, 1], r"t_a and t_b must be positive times"),
+])
+def test_break_even_rejects_bad_input(xs, t_a, t_b, match):
+    with pytest.raises(ValueError, match=match):
+        break_even(xs, t_a, t_b)
