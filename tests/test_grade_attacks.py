@@ -33,6 +33,9 @@ def honest_wrong(tmp_path_factory) -> dict[str, float]:
     ("hardcoded_public", "hidden check found the answer wrong"),
     ("reference_import", "levers.formats.round_to_format"),
     ("reference_cast", "x.bfloat16"),
+    # A markdown or comment-only copy carrying the solution cell's grade_id is not the answer.
+    ("duplicate_solution_markdown", "x.bfloat16"),
+    ("duplicate_solution_comment", "x.bfloat16"),
     # Without metadata the answer could be in any cell, so every cell is read as the answer.
     ("reference_cast_no_metadata", "x.bfloat16"),
 ])
@@ -74,3 +77,12 @@ def test_a_correct_answer_that_also_patches_keeps_its_earned_points(tmp_path):
     report = results(out, "right_but_patching")
     assert by_question(report) == FULL
     assert "torch.allclose = ..." in report["output"]
+
+
+def test_a_copy_of_a_public_test_does_not_stand_in_for_it(tmp_path):
+    """A markdown cell carrying q1-public's metadata: the real test, which fails, decides."""
+    _, out = grade(tmp_path, MINILAB, ATTACKS / "duplicate_public_markdown.ipynb")
+    report = results(out, "duplicate_public_markdown")
+    assert by_question(report) == {"q1": 2.0, "q2": 3.0, "q3": 2.0}
+    q1_public = next(t for t in report["tests"] if t["name"] == "q1 public test")
+    assert "ValueError: five values" in q1_public["output"]

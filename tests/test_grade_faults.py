@@ -53,7 +53,7 @@ def test_unreadable_file_scores_zero_with_the_reason(tmp_path, name, reason):
     ("deleted_cells", "Put back deleted cell 'q1-public'"),
     ("reordered", "reordered"),
     # Cells pasted into a fresh notebook: no metadata, so every cell is the student's own.
-    ("no_metadata", "Solution cell 'q1-solution' is missing"),
+    ("no_metadata", "lost the lab's cell metadata"),
     ("bom", "Score 8 / 8"),
 ])
 def test_deleted_or_reordered_cells_are_repaired(tmp_path, name, note):
@@ -61,6 +61,8 @@ def test_deleted_or_reordered_cells_are_repaired(tmp_path, name, note):
     report = results(out, name)
     assert status == 0 and by_question(report) == FULL
     assert note in report["output"]
+    if name == "no_metadata":  # one note on what happened, not one per cell "deleted"
+        assert "missing" not in report["output"] and "deleted" not in report["output"]
 
 
 @pytest.mark.parametrize("name, evidence", [
@@ -72,6 +74,8 @@ def test_deleted_or_reordered_cells_are_repaired(tmp_path, name, note):
     ("os_exit", "kernel died"),
     ("kernel_crash", "kernel died"),
     pytest.param("network", "Network is unreachable", marks=needs_root),
+    # The kernel's replies become unreadable: the cell is skipped like a crash.
+    ("json_dumps_patch", "stopped answering properly"),
 ])
 def test_a_misbehaving_cell_costs_only_itself(tmp_path, name, evidence):
     status, out = grade(tmp_path, MINILAB, FAULTS / f"{name}.ipynb")
@@ -117,6 +121,24 @@ def test_the_kernel_cannot_read_the_solution(tmp_path, where):
             or f"blocked {solution.parent} FileNotFoundError" in text)
     assert "BEGIN SOLUTION" not in text and "def probe" not in text
     assert by_question(results(out, "read_solution")) == ZERO
+
+
+@needs_root
+def test_the_kernel_sees_only_the_levers_package_of_the_repository(tmp_path):
+    """Copies of the solution in the repository (fixtures, _build/) are out of reach."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    attack = tmp_path / "read_repository.ipynb"
+    attack.write_text((FAULTS / "read_repository.ipynb").read_text().replace(
+        "REPO_PATH", str(repo)))
+    status, out = grade(tmp_path, MINILAB, attack)
+    assert status == 0
+    text = feedback_text(out, "read_repository")
+    listing = eval(text.split("listing ")[1].split("\n")[0])  # noqa: S307 - our own print
+    assert "levers" in listing and set(listing) <= {"levers", ".venv"}
+    assert "blocked tests/fixtures/grading/submissions/honest/solution_copy.ipynb" in text
+    assert "blocked pyproject.toml" in text and "read levers/__init__.py True" in text
 
 
 def test_hidden_checks_never_reach_the_feedback(tmp_path):

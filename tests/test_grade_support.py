@@ -106,6 +106,16 @@ def test_public_only_previews_the_public_part_against_the_student_version(tmp_pa
     assert [t["name"] for t in report["tests"]] == ["q1 public test", "q2 public test",
                                                      "q3 public test"]
     assert report["score"] == 2.0  # q1's public test fails on the tie; q2 and q3 pass
+    assert report["output"] == "Score 2 / 3."  # no probe seed: no probe ran
+
+
+def test_public_only_says_nothing_of_hidden_checks(tmp_path):
+    status, out = grade(tmp_path, BLANK, SUBMISSIONS / "attack" / "patch_allclose.ipynb",
+                        extra=("--public-only",))
+    report = results(out, "patch_allclose")
+    assert status == 0 and "seed" not in report["output"]
+    assert "Suspicious" not in report["output"]
+    assert "probe seed" not in (out / "patch_allclose" / "feedback.ipynb").read_text()
 
 
 def test_two_files_with_one_name_get_two_reports(tmp_path):

@@ -26,6 +26,8 @@ LAB1_BLANK = ROOT / "labs" / "lab01-precision.ipynb"
     ("q1_wrong", {"q1": 0, "q2": 3, "q3": 0}),
     # q2 transposed: rows and columns swapped.
     ("q2_wrong", {"q1": 3, "q2": 0, "q3": 2}),
+    # Scratch names shadowing builtins (list, str, range, dict) after the last question.
+    ("shadow_builtins", {"q1": 3, "q2": 3, "q3": 2}),
 ])
 def test_honest_submissions_score_what_they_earned(tmp_path, name, expected):
     status, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / f"{name}.ipynb")
@@ -54,6 +56,14 @@ def test_same_seed_same_reports(tmp_path):
         b.pop("execution_time", None)
         assert a == b, name
     assert (first / "gradebook.csv").read_text() == (second / "gradebook.csv").read_text()
+
+
+def test_output_printed_in_pieces_is_one_output_in_the_feedback(tmp_path):
+    """Stream chunks are merged, so the feedback does not depend on the kernel's timing."""
+    _, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / "chatty.ipynb")
+    nb = nbformat.read(out / "chatty" / "feedback.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "for epoch in range(4)" in c.source)
+    assert [o.text for o in cell.outputs] == ["epoch 0\nepoch 1\nepoch 2\nepoch 3\n"]
 
 
 def test_another_seed_still_gives_full_marks_to_the_solution(tmp_path):

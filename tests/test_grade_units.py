@@ -3,8 +3,6 @@ value encoding and comparison, and the report formats."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 
@@ -19,7 +17,7 @@ from test_grade_support import BLANK, MINILAB, SUBMISSIONS
 from levers.grading import report as rep
 from levers.grading.assemble import assemble
 from levers.grading.sandbox import Limits, masked_paths
-from levers.grading.score import CheckResult, Report
+from levers.grading.score import CheckResult, Report, renumber
 from levers.grading.spec import (
     LabError,
     SubmissionError,
@@ -27,7 +25,14 @@ from levers.grading.spec import (
     read_submission,
 )
 from levers.grading.static import forbidden_uses, matches, tampering
-from levers.grading.values import PROBE_RUNNER, ProbeDataError, compare, parse_reply
+from levers.grading.values import (
+    PROBE_MIME,
+    PROBE_RUNNER,
+    ProbeDataError,
+    compare,
+    parse_reply,
+    probe_code,
+)
 
 
 def test_solution_parses_into_questions_with_points():
@@ -45,6 +50,17 @@ def test_student_version_is_refused_unless_public_only():
         read_solution(BLANK)
     lab = read_solution(BLANK, public_only=True)
     assert all(c.kind == "public" for q in lab.questions for c in q.checks)
+
+
+def test_an_answer_named_like_a_builtin_is_a_lab_error(tmp_path):
+    """Probes run without the student's builtin-shadowing names, so an answer may not be one."""
+    nb = nbformat.read(MINILAB, as_version=4)
+    cell = nb.cells[_ids(nb).index("q2-solution")]
+    cell.source = cell.source.replace("def confusion(", "def sum(")
+    path = tmp_path / "lab.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(LabError, match="'sum'"):
+        read_solution(path)
 
 
 def test_duplicate_grade_id_is_a_lab_error(tmp_path):
@@ -93,6 +109,53 @@ def test_assembly_runs_cells_in_the_lab_order_and_keeps_free_cells_in_place():
     free = assemble(lab, read_submission(SUBMISSIONS / "fault" / "infinite_loop.ipynb"))
     i = [c.source for c in free.notebook.cells].index("while True:\n    pass\n")
     assert _ids(free.notebook)[i - 1] == "q1-hidden" and free.origin[i] == "free"
+
+
+def test_a_second_cell_with_a_known_grade_id_is_free_and_loses_its_metadata():
+    nb = read_submission(SUBMISSIONS / "attack" / "duplicate_solution_comment.ipynb")
+    out = assemble(read_solution(MINILAB), nb)
+    tagged = [c.metadata["nbgrader"]["grade_id"] for c in out.notebook.cells
+              if "nbgrader" in c.metadata]
+    assert tagged.count("q1-solution") == 1
+    copy = next(i for i, c in enumerate(out.notebook.cells) if c.source == "# answer above\n")
+    assert out.origin[copy] == "free" and out.notebook.cells[copy].metadata == {}
+
+
+def test_the_labs_untagged_set_up_runs_first_whatever_the_order():
+    """Lab 1's import cell is untagged: moved to the end, it still runs first, and only once."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    lab = read_solution(root / "solutions" / "lab01-precision.ipynb")
+    nb = read_submission(root / "labs" / "lab01-precision.ipynb")
+    setup = nb.cells[1].source
+    nb.cells = nb.cells[:1] + nb.cells[2:] + [nb.cells[1]]
+    out = assemble(lab, nb)
+    code = [(o, c.source) for o, c in zip(out.origin, out.notebook.cells, strict=True)
+            if c.cell_type == "code"]
+    assert code[0] == ("instructor", setup)
+    assert [src for _, src in code].count(setup) == 1
+
+
+def test_notes_number_cells_as_in_the_students_notebook():
+    nb = read_submission(SUBMISSIONS / "attack" / "reference_cast.ipynb")
+    del nb.cells[0]  # the title: every later cell moves up by one in the student's notebook
+    nb.cells.insert(2, nbformat.v4.new_code_cell("import torch\ny = torch.ones(2).bfloat16()"))
+    out = assemble(read_solution(MINILAB), nb)
+    answer = next(i for i, c in enumerate(out.notebook.cells) if c.source.startswith("def round"))
+    assert out.label(answer) == "Cell 4 of your notebook"
+    public = _ids(out.notebook).index("q1-public")
+    assert out.label(public) == "The lab's cell 'q1-public'"
+    code = [(i, s) for i, _, s in out.student_sources()]
+    found = renumber(forbidden_uses(code, answer, ("*.bfloat16",)), out)
+    assert "(cell 4, line 2)" in str(found[0])
+
+
+def test_metadata_lost_everywhere_is_one_note_not_a_list_of_deletions():
+    out = assemble(read_solution(MINILAB),
+                   read_submission(SUBMISSIONS / "fault" / "no_metadata.ipynb"))
+    assert len(out.notes) == 1 and "lost the lab's cell metadata" in out.notes[0]
+    assert out.missing == {"q1-solution", "q2-solution", "q3-solution"}
 
 
 def test_hidden_probe_code_is_not_in_the_assembled_notebook():
@@ -165,6 +228,41 @@ def test_harmless_dynamic_code_in_scratch_cells_is_not_forbidden():
     assert forbidden_uses(rebind, 1, ("bfloat16",))
 
 
+ANSWER = "def round_bf16(x):\n    return TOOLS['r'](x)"
+
+
+@pytest.mark.parametrize("cells", [
+    # Rebinding the answer from a distance.
+    [(2, "get_ipython().user_ns['round_bf16'] = lambda x: F.round_to_format(x)")],
+    [(2, "import sys\nsys._getframe(0).f_globals['round_bf16'] = lambda x: x")],
+    [(2, "import inspect\ninspect.currentframe().f_globals['g'] = 1")],
+    [(2, "torch.__dict__['round_bf16'] = 1")],
+    # A container filled elsewhere, with what the answer may not use.
+    [(2, "TOOLS = {}\nTOOLS.update(r=F.round_to_format)")],
+    [(2, "TOOLS = []\nTOOLS.append(F.round_to_format)")],
+    # Forbidden names spelled as strings.
+    [(1, "def round_bf16(x):\n    return x.type('torch.BFloat16Tensor').float()")],
+    [(1, "def round_bf16(x):\n    return x.to(torch.__dict__['BFLOAT16'])")],
+    # A module written to disk, then imported where the syntax tree cannot follow.
+    [(2, "open('helper_mod.py', 'w').write(SRC)"),
+     (1, "from helper_mod import r as round_bf16")],
+])
+def test_cheap_bypasses_count_as_forbidden(cells):
+    code = dict([(1, ANSWER), *cells])
+    found = forbidden_uses(sorted(code.items()), 1, ("levers.formats", "bfloat16"),
+                           ["import torch\nimport levers.formats as F"])
+    assert found
+
+
+def test_strings_that_only_mention_a_forbidden_name_in_prose_are_fine():
+    answer = ('def round_bf16(x):\n    """Round like bfloat16 does."""\n'
+              '    if x.dtype != torch.float32:\n'
+              '        raise TypeError("expects float32, not bfloat16")\n    return x')
+    scratch = "d = {'half': 1, 'metrics': 2}\nd.update(a=3)"
+    assert forbidden_uses([(1, answer), (2, scratch)], 1,
+                          ("bfloat16", ".half(", "levers.metrics")) == []
+
+
 def test_no_forbidden_list_means_no_static_findings():
     assert forbidden_uses([(1, "import levers.formats")], 1, ()) == []
 
@@ -184,14 +282,38 @@ def test_tampering_is_detected_and_ordinary_code_is_not():
     assert good == []
 
 
-def run_probe(source: str, seed: int = 5) -> dict:
-    """Run the kernel-side probe runner in this process and parse its output."""
-    ns: dict = {"torch": torch, "np": np}
-    exec(PROBE_RUNNER, ns)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        ns["__levers_probe"](source, seed, "@@m@@")
-    return parse_reply(buf.getvalue(), "@@m@@")
+def run_probe(source: str, seed: int = 5, user: dict | None = None) -> dict:
+    """Run the kernel-side probe runner in this process and parse its result."""
+    runner: dict = {}
+    exec(PROBE_RUNNER, runner)
+    text = runner["result"](source, seed, {"torch": torch, "np": np, **(user or {})})
+    return parse_reply("@@m@@" + text, "@@m@@")
+
+
+def test_probe_runner_ignores_names_that_shadow_builtins():
+    """An honest `list = [3, 1, 2]` or `range = (0.0, 1.0)` breaks neither runner nor probe."""
+    shadows = {"list": [3, 1, 2], "str": "notes", "range": (0.0, 1.0), "type": None,
+               "dict": {}, "len": 3, "print": None}
+    reply = run_probe("def probe(seed):\n    return {'r': list(range(3)), 's': str(seed),"
+                      " 'n': len([1])}", user=shadows)
+    assert reply == {"ok": True, "value": {"r": [0, 1, 2], "s": "5", "n": 1}}
+
+
+def test_probe_code_binds_no_name_a_student_could_have_shadowed():
+    user: dict = {"list": [3, 1, 2], "exec": None, "globals": None, "__builtins__": __builtins__}
+    sent = []
+    code = probe_code("def probe(seed):\n    return {'v': [seed]}", 7, "@@m@@")
+    fake = type("M", (), {"publish_display_data": staticmethod(sent.append)})
+    import sys
+
+    saved = sys.modules.get("IPython.display")
+    sys.modules["IPython.display"] = fake
+    try:
+        exec(code, user)
+    finally:
+        sys.modules["IPython.display"] = saved
+    (data,) = sent
+    assert parse_reply(data[PROBE_MIME], "@@m@@") == {"ok": True, "value": {"v": [7]}}
 
 
 def test_probe_values_round_trip_exactly():

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.gradebook(reports, lab, args.out / "gradebook.csv")
     if not args.quiet:
         print(rep.summary(reports, lab))
-        print(f"\nseed {seed}; reports in {args.out}/; gradebook {args.out / 'gradebook.csv'}")
+        seeded = "" if args.public_only else f"seed {seed}; "
+        print(f"\n{seeded}reports in {args.out}/; gradebook {args.out / 'gradebook.csv'}")
     return 0
 
 

@@ -5,7 +5,8 @@ that times out or kills the kernel (``os._exit``, a crash, the memory limit) is 
 kernel is discarded (its PID namespace takes every child process with it), and a fresh kernel
 replays the notebook *without* that cell, so one bad cell costs only what depends on it. After
 the last cell, each hidden check's probe is sent as code and its result read back as marked
-JSON from stdout (`levers.grading.values`); the probe's own output never reaches the feedback.
+JSON in display data of a private MIME type (`levers.grading.values`); the probe's own output
+never reaches the feedback.
 Each cell keeps at most ``Limits.output_chars`` characters of output.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import copy
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nbformat
@@ -22,7 +24,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from levers.grading.sandbox import MAX_MESSAGE, Limits, Sandbox
-from levers.grading.values import PROBE_RUNNER, ProbeDataError, parse_reply
+from levers.grading.values import PROBE_MIME, ProbeDataError, parse_reply, probe_code
 
 MAX_RESTARTS = 3
 # Seconds to wait for a cell's last output after its reply; longer means the output channel
@@ -81,7 +83,8 @@ def _error_text(cell: nbformat.NotebookNode, reply: dict) -> str:
 
 
 async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
-                  probes: list[tuple[str, str]], seed: int) -> Execution:
+                  probes: list[tuple[str, str]], seed: int,
+                  label: Callable[[int], str] = lambda i: f"Cell {i + 1}") -> Execution:
     """Execute ``nb`` and then ``probes`` (``(grade_id, probe source)``) with ``seed``.
 
     Parameters
@@ -96,6 +99,8 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         Hidden checks to run after the last cell.
     seed : int
         Passed to every ``probe(seed)``.
+    label : callable
+        How notes name cell ``i`` (the student's own numbering, `Assembled.label`).
 
     Returns
     -------
@@ -115,6 +120,7 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         client = _Client(run, km=sandbox.kernel_manager(), timeout=limits.cell_timeout,
                          allow_errors=True, startup_timeout=60, limit=limits.output_chars,
                          record_timing=False, shutdown_kernel="immediate",
+                         coalesce_streams=True,  # chunking varies between runs; text does not
                          raise_on_iopub_timeout=True, iopub_timeout=IOPUB_TIMEOUT)
         replies: dict[int, dict] = {}
 
@@ -137,7 +143,7 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         finally:
             await _shutdown(client)
             notes += [n for n in sandbox.notes() if n not in notes]
-            cell_notes = _finish(run, client, cells, fatal, fatal_outputs)
+            cell_notes = _finish(run, client, cells, fatal, fatal_outputs, label)
     notes += cell_notes
     for gid, _ in probes:
         results.setdefault(gid, {"ok": False, "error": "not run: the notebook did not finish"})
@@ -172,8 +178,7 @@ async def _run(client, run, cells, replies, fatal, fatal_outputs, results, probe
             results[gid] = {"ok": False, "error": "not run: the time limit was reached"}
             continue
         marker = f"@@levers-probe-{secrets.token_hex(8)}@@"
-        code = f"{PROBE_RUNNER}\n__levers_probe({source!r}, {seed!r}, {marker!r})\n"
-        probe_cell = nbformat.v4.new_code_cell(code)
+        probe_cell = nbformat.v4.new_code_cell(probe_code(source, seed, marker))
         run.cells.append(probe_cell)  # nbclient indexes cells; removed again below
         try:
             client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
@@ -184,10 +189,14 @@ async def _run(client, run, cells, replies, fatal, fatal_outputs, results, probe
         except DeadKernelError:
             results[gid] = {"ok": False, "error": "the kernel died while checking this question"}
             raise _Restart from None
+        except Exception as exc:  # noqa: BLE001 - the kernel's messages became unreadable
+            results[gid] = {"ok": False, "error": "the kernel stopped answering properly while "
+                                                  f"checking this question ({type(exc).__name__})"}
+            raise _Restart from None
         finally:
             run.cells.remove(probe_cell)
-        text = "".join(o.get("text", "") for o in probe_cell.outputs
-                       if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        text = "\n".join(str(o.get("data", {}).get(PROBE_MIME, "")) for o in probe_cell.outputs
+                         if o.get("output_type") == "display_data")
         try:
             results[gid] = parse_reply(text, marker)
         except ProbeDataError as exc:
@@ -205,6 +214,10 @@ async def _cell(client, cell, i, cells, replies, fatal, fatal_outputs, limits) -
     except DeadKernelError:
         fatal[i] = CellRun("died", "the kernel died while running this cell (exit, crash or "
                                    "memory limit); it was skipped on a fresh kernel")
+    except Exception as exc:  # noqa: BLE001 - e.g. the kernel's messages became unreadable
+        fatal[i] = CellRun("died", f"the kernel stopped answering properly after this cell "
+                                   f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped "
+                                   "on a fresh kernel")
     else:
         return
     fatal_outputs[i] = list(cell.get("outputs", []))
@@ -221,7 +234,7 @@ async def _shutdown(client: NotebookClient) -> None:
         pass
 
 
-def _finish(run, client, cells, fatal, fatal_outputs) -> list[str]:  # noqa: ANN001
+def _finish(run, client, cells, fatal, fatal_outputs, label) -> list[str]:  # noqa: ANN001
     notes = []
     for i, cell in enumerate(run.cells):
         if i in fatal:
@@ -229,11 +242,11 @@ def _finish(run, client, cells, fatal, fatal_outputs) -> list[str]:  # noqa: ANN
             note = f"[grader] {fatal[i].error}\n"
             cell.outputs = fatal_outputs.get(i, []) + [
                 nbformat.v4.new_output("stream", name="stderr", text=note)]
-            notes.append(f"Cell {i + 1}: {fatal[i].error}.")
+            notes.append(f"{label(i)}: {fatal[i].error}.")
         dropped = client.dropped.get(i)
         if dropped and cell.cell_type == "code":
             cell.outputs.append(nbformat.v4.new_output(
                 "stream", name="stderr",
                 text=f"[grader] output truncated: {dropped} more characters not shown\n"))
-            notes.append(f"Cell {i + 1}: output truncated ({dropped} characters not shown).")
+            notes.append(f"{label(i)}: output truncated ({dropped} characters not shown).")
     return notes

@@ -20,7 +20,7 @@ from pathlib import Path
 from levers.grading.assemble import assemble
 from levers.grading.execute import execute
 from levers.grading.sandbox import Limits, Sandbox, exposed, masked_paths
-from levers.grading.score import Report, score, zero
+from levers.grading.score import Report, renumber, score, zero
 from levers.grading.spec import Lab, LabError, SubmissionError, read_submission
 from levers.grading.static import tampering
 
@@ -70,13 +70,14 @@ async def grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limit
     try:
         assembled = assemble(lab, nb)
         sandbox = Sandbox(root, limits, mask, files)
-        ran = await execute(assembled.notebook, sandbox, limits, probes(lab), seed)
+        ran = await execute(assembled.notebook, sandbox, limits, probes(lab), seed,
+                            assembled.label)
         report = score(lab, assembled, ran, ref, student, seed)
         code = [(i, s) for i, _, s in assembled.student_sources()]
         instructor = [c.source for c, o in zip(assembled.notebook.cells, assembled.origin,
                                                strict=True) if o == "instructor"]
-        suspicious = tampering(code, instructor)
-        if suspicious:
+        suspicious = renumber(tampering(code, instructor), assembled)
+        if suspicious and probes(lab):  # a public-only preview has no hidden check to say so
             report.notes.append("Suspicious code (it patches shared objects or defines "
                                 "comparisons that can lie; it earns nothing, since hidden checks "
                                 "compare values in the grader): "

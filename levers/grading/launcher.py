@@ -7,8 +7,9 @@ The grader writes the kernel spec that calls it. As root on Linux it:
    kernel's ZeroMQ sockets are Unix sockets, which need none);
 2. forks: the child is PID 1 of the new namespace, so when it dies every process the student
    started dies with it (a fork bomb cannot outlive its kernel);
-3. hides what the student must not read: the solution notebook, the submissions folder and the
-   grader's output (an empty read-only tmpfs over a folder, ``/dev/null`` over a file), gives
+3. hides what the student must not read: the source tree levers runs from except the ``levers``
+   package and the environment, the solution notebook, the submissions folder and the grader's
+   output (an empty read-only tmpfs over a folder, ``/dev/null`` over a file), gives
    ``/tmp``, ``/var/tmp``, ``/dev/shm`` and the working directory fresh size-limited tmpfs
    mounts, mounts a ``/proc`` that shows only the sandbox's processes, and makes the rest of
    the root filesystem read-only;
@@ -66,16 +67,23 @@ def blocked_ancestor(path: str) -> str | None:
     return None
 
 
-def expose(paths: list[str]) -> None:
-    """Make the Python installation reachable for the kernel's uid when it lives in a closed
-    folder (pyenv under ``/root``): a tmpfs over that folder, with only the needed paths bound
-    back in. Everything else in it disappears from the sandbox, which is what we want."""
-    by_folder: dict[str, list[str]] = {}
+def expose(paths: list[str], hidden: list[str] = ()) -> None:
+    """Replace folders by an empty tmpfs with only the paths the kernel needs bound back in.
+
+    Two kinds of folder: one other users cannot enter that holds the Python installation
+    (pyenv under ``/root``), made reachable this way; and the ``hidden`` ones (the source tree
+    levers runs from, with its copies of solutions), of which only the ``levers`` package and
+    the environment stay. Everything else in them disappears from the sandbox.
+    """
+    by_folder: dict[str, list[str]] = {h: [] for h in hidden}
     for path in paths:
         folder = blocked_ancestor(path)
         if folder is not None:
             by_folder.setdefault(folder, []).append(path)
-    for folder, needed in by_folder.items():
+    for h in hidden:
+        by_folder[h] += [p for p in paths if p.startswith(h + os.sep)]
+    for folder in sorted(by_folder, key=len):  # outer first: an inner one is then re-covered
+        needed = [p for p in by_folder[folder] if p != folder and os.path.isdir(p)]
         fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in needed}
         tmpfs(folder, "1m", "755")
         for path, fd in fds.items():
@@ -90,7 +98,7 @@ def confine(cfg: dict) -> None:
     files = {name: open(path, "rb").read() for name, path in cfg["files"].items()}
     run_fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
-    expose(cfg["expose"])
+    expose(cfg["expose"], [h for h in cfg.get("hide", []) if os.path.isdir(h)])
     for path in cfg["mask"]:
         if os.path.isdir(path):
             tmpfs(path, "1k", "755", readonly=True)

@@ -36,13 +36,19 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+def _hidden(report: Report) -> bool:
+    """Did hidden checks run (the seed matters)? Not in a ``--public-only`` preview."""
+    return any(c.kind == "hidden" for c in report.checks)
+
+
 def gradescope(report: Report) -> dict:
     """The Gradescope ``results.json`` for one submission."""
     return {
         "score": report.score,
         "execution_time": int(round(report.seconds)),
-        "output": "\n".join([f"Score {_fmt(report.score)} / {_fmt(report.max_score)} (probe seed "
-                            f"{report.seed}).", *report.notes]),
+        "output": "\n".join([f"Score {_fmt(report.score)} / {_fmt(report.max_score)}"
+                            + (f" (probe seed {report.seed})." if _hidden(report) else "."),
+                            *report.notes]),
         "tests": [{
             "name": f"{c.question} {LABEL[c.kind]}",
             "number": c.grade_id,
@@ -89,7 +95,8 @@ def _result_cell(report: Report, question: str) -> nbformat.NotebookNode:
 def feedback(report: Report, lab: Lab) -> nbformat.NotebookNode:
     """The executed submission with the grade on top and a result cell under each question."""
     head = [f"# Grade: {_fmt(report.score)} / {_fmt(report.max_score)}", "",
-            f"Graded against `{lab.path.name}` with probe seed {report.seed}."]
+            f"Graded against `{lab.path.name}`"
+            + (f" with probe seed {report.seed}." if _hidden(report) else ".")]
     if report.notes:
         head += ["", "Notes:", ""] + [f"- {n}" for n in report.notes]
     cells = [nbformat.v4.new_markdown_cell("\n".join(head), metadata={"levers": {"grader": True}})]

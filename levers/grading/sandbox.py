@@ -126,6 +126,7 @@ class Sandbox:
             "files": {name: str(self.work / name) for name in files},
             "mask": [m for m in mask if Path(m).exists()],
             "expose": exposed(),
+            "hide": [str(t)] if (t := source_tree()) else [],
             "tmp_size": _quarter(limits.disk),
             "work_size": limits.disk,
             "env": {**NUMERIC_ENV, "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "agg",
@@ -191,13 +192,38 @@ def kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def exposed() -> list[str]:
-    """Folders the kernel must be able to read: the interpreter and the levers package."""
+def source_tree() -> Path | None:
+    """The repository levers runs from (an editable install), or None for an installed package.
+
+    Everything in it but the ``levers`` package and the environment is hidden from the kernel:
+    it holds copies of solutions (``_build/``, test fixtures) that masking one folder misses.
+    """
     import levers
 
-    paths = {sys.base_prefix, sys.prefix, str(Path(levers.__file__).resolve().parent.parent)}
-    paths |= {str(Path(p).resolve()) for p in sys.path if p and Path(p).is_dir()}
-    return sorted(p for p in paths if p != "/")
+    root = Path(levers.__file__).resolve().parent.parent
+    if root == Path("/") or not any((root / m).exists() for m in (".git", "pyproject.toml")):
+        return None
+    return root
+
+
+def exposed() -> list[str]:
+    """Folders the kernel must be able to read: the interpreter and the levers package.
+
+    Nothing else of the source tree is listed (a ``sys.path`` entry such as ``tests/`` would
+    otherwise be bound back into the sandbox), except the environment when it lives there.
+    """
+    import levers
+
+    package = Path(levers.__file__).resolve().parent
+    envs = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    paths = {*envs, package} | {Path(p).resolve() for p in sys.path if p and Path(p).is_dir()}
+    tree = source_tree()
+
+    def allowed(p: Path) -> bool:
+        return (tree is None or not (p == tree or tree in p.parents)
+                or any(k == p or k in p.parents for k in [package, *envs]))
+
+    return sorted(str(p) for p in paths if p != Path("/") and allowed(p))
 
 
 def _quarter(size: str) -> str:

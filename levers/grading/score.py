@@ -16,7 +16,7 @@ Rules, per question:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from levers.grading.assemble import Assembled
 from levers.grading.execute import Execution
@@ -64,6 +64,12 @@ def zero(lab: Lab, student: str, seed: int, reason: str) -> Report:
     checks = [CheckResult(c.grade_id, c.kind, q.name, 0.0, c.points, "error", reason)
               for q in lab.questions for c in q.checks]
     return Report(student, seed, checks, [reason])
+
+
+def renumber(found: list[Finding], assembled: Assembled) -> list[Finding]:
+    """Findings with cells numbered as in the student's notebook, not the assembled one."""
+    return [replace(f, cell=p - 1) if (p := assembled.position[f.cell]) is not None else f
+            for f in found]
 
 
 def _hidden(check, probe: dict, want: dict) -> tuple[float, str, str]:  # noqa: ANN001
@@ -114,7 +120,11 @@ def score(lab: Lab, assembled: Assembled, execution: Execution, reference: dict[
     student, seed
         Name for the reports, and the probe seed used.
     """
-    index = {grade_id(c): i for i, c in enumerate(assembled.notebook.cells) if grade_id(c)}
+    # Only the cells assembly placed as the instructor's or the student's answers are graded;
+    # a free cell is never looked up by grade_id, whatever metadata it carried.
+    index = {grade_id(c): i for i, (c, o) in enumerate(zip(assembled.notebook.cells,
+                                                          assembled.origin, strict=True))
+             if grade_id(c) and o != "free"}
     student_code = [(i, s) for i, _, s in assembled.student_sources()]
     instructor_code = [c.source for c, o in zip(assembled.notebook.cells, assembled.origin,
                                                   strict=True)
@@ -124,8 +134,12 @@ def score(lab: Lab, assembled: Assembled, execution: Execution, reference: dict[
     for q in lab.questions:
         found: list[Finding] = []
         if q.forbidden and q.solution_id in index:
-            answer = None if q.solution_id in assembled.missing else index[q.solution_id]
-            found = forbidden_uses(student_code, answer, q.forbidden, instructor_code)
+            answer = index[q.solution_id]
+            if (q.solution_id in assembled.missing
+                    or assembled.notebook.cells[answer].cell_type != "code"):
+                answer = None  # no answer cell to read: every student cell is read instead
+            found = renumber(forbidden_uses(student_code, answer, q.forbidden, instructor_code),
+                             assembled)
         if found:
             uses = ", ".join(str(f) for f in found[:3])
             why = (f"Question {q.name} scores 0: the answer uses {uses}, which this question "

@@ -14,6 +14,8 @@ Submissions are read defensively: every way a file can fail to be a notebook bec
 
 from __future__ import annotations
 
+import ast
+import builtins
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +150,18 @@ def _check(cell: dict, gid: str) -> Check:
     return Check(gid, "public", float(points), source)
 
 
+def _builtin_names(source: str) -> list[str]:
+    """Top-level names a cell binds that shadow a builtin (``def sum(...)``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    bound = {s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.ClassDef)}
+    bound |= {n.id for s in tree.body if isinstance(s, ast.Assign) for t in s.targets
+              for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return sorted(n for n in bound if hasattr(builtins, n) and not n.startswith("__"))
+
+
 def read_solution(path: str | Path, public_only: bool = False) -> Lab:
     """Parse a solution notebook into a `Lab`; raise `LabError` if it is not a valid lab.
 
@@ -183,6 +197,9 @@ def read_solution(path: str | Path, public_only: bool = False) -> Lab:
         name = question_name(gid)
         if meta.get("solution") and cell.cell_type == "code":
             solutions[name] = cell
+            if clash := _builtin_names(cell.source):
+                raise LabError(f"solution cell {gid!r} defines {clash}, named like Python "
+                               "builtins: probes do not see names that shadow builtins, rename it")
         elif meta.get("grade") and cell.cell_type == "code":
             checks.setdefault(name, []).append(_check(cell, gid))
         else:

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from IPython.core.inputtransformer2 import TransformerManager
 
 DYNAMIC = {"eval", "exec", "compile", "__import__", "globals", "vars", "locals", "breakpoint"}
+REBINDING = ("__main__", "sys.modules", "sys._getframe", "f_globals", "f_locals", "user_ns",
+             "currentframe")
+MUTATORS = {"update", "append", "extend", "insert", "setdefault", "__setitem__"}
 PATCHING_CALLS = {"setattr", "delattr"}
 DANGEROUS_MODULES = ("builtins", "importlib", "ctypes", "gc", "inspect", "unittest.mock", "mock",
                      "IPython", "sys.modules", "sys.settrace", "sys.setprofile", "sys.meta_path",
@@ -137,6 +140,11 @@ def matches(ref: str, entry: str) -> bool:
 def _defined(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         return {stmt.name}
+    # `TOOLS.update(r=...)`, `hooks.append(f)`: filling a container defines what it holds.
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr in MUTATORS and isinstance(call.func.value, ast.Name)):
+        return {call.func.value.id}
     targets = stmt.targets if isinstance(stmt, ast.Assign) else (
         [stmt.target] if isinstance(stmt, ast.AnnAssign | ast.AugAssign) else [])
     return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
@@ -148,12 +156,12 @@ def _dynamic(ref: str, anywhere: bool = False) -> bool:
     In the answer and what it reaches: ``eval``, ``exec``, ``__import__``, ``importlib``,
     ``getattr(m, name)`` with a computed name. Anywhere in the notebook (``anywhere``), only what
     can rebind the answer's names from a distance: ``eval``, ``exec``, ``globals()``,
-    ``__main__``, ``sys.modules`` (a ``getattr`` in scratch code is harmless unless the answer
+    ``__main__``, ``sys.modules``, ``sys._getframe``, a frame's ``f_globals``, IPython's
+    ``user_ns`` (a ``getattr`` in scratch code is harmless unless the answer
     reaches it, and then the first rule sees it).
     """
     bare = ref.removeprefix("builtins.")
-    if bare in DYNAMIC or ref.startswith("importlib") or matches(ref, "__main__") or matches(
-            ref, "sys.modules"):
+    if bare in DYNAMIC or ref.startswith("importlib") or any(matches(ref, r) for r in REBINDING):
         return True
     return not anywhere and ref.startswith("getattr(<")
 
@@ -194,10 +202,15 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
     answer = trees.get(solution)
     for name in {n for stmt in (answer.body if answer else ()) for n in _defined(stmt)}:
         todo += defs.get(name, [])
+    modules = {v.split(".")[0] for v in names.values()}
     for i, tree in trees.items():
         for line, ref in references(tree, names) if tree else ():
-            if _dynamic(ref, anywhere=True):
+            if _dynamic(ref, anywhere=True) or (
+                    ref.split(".")[0] in modules and ".__dict__" in ref):  # torch.__dict__[...]
                 found.append(Finding(i, line, ref))
+        for line, text in _strings(tree):  # a module written to disk, imported unseen
+            if text.endswith(".py"):
+                found.append(Finding(i, line, f"writes {text!r}"))
     seen: set[int] = set()
     while todo:
         cell, node = todo.pop()
@@ -209,7 +222,33 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
             if bad or _dynamic(ref):
                 found.append(Finding(cell, line, ref))
             todo += defs.get(ref.split(".")[0], [])
+        found += [Finding(cell, line, repr(text)) for line, text in _strings(node)
+                  if any(_names_in_text(text, e) for e in forbidden)]
     return sorted(set(found), key=lambda f: (f.cell, f.line, f.what))
+
+
+def _strings(tree: ast.AST | None) -> list[tuple[int, str]]:
+    """String constants without whitespace (names, not prose), docstrings excepted."""
+    if tree is None:
+        return []
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and n.body and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)}
+    return [(getattr(n, "lineno", 0), n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+            and n.value and not any(c.isspace() for c in n.value)]
+
+
+def _names_in_text(text: str, entry: str) -> bool:
+    """Does a string name a forbidden entry (``x.type("torch.BFloat16Tensor")``)?
+
+    Case-insensitive; a dotted or long entry may sit inside the string, a short one-word entry
+    (``half``, ``prune``) must be the whole string, so ordinary words rarely collide.
+    """
+    entry = entry.strip().rstrip("(").removeprefix("*").removeprefix(".").lower()
+    text = text.lower()
+    return entry in text if "." in entry or len(entry) >= 6 else entry == text
 
 
 def _allowed_magic(call: ast.Call, parents: dict) -> bool:

@@ -1,8 +1,8 @@
 """Probe values as plain data: encoded in the kernel, decoded and compared in the grader.
 
 A probe returns ``str``/``int``/``float``/``bool``/``None``, lists, tuples and str-keyed dicts of
-those, torch tensors and numpy arrays. `PROBE_RUNNER` (code sent to a kernel) turns that into
-JSON: floats as ``float.hex`` (exact), arrays and tensors as dtype + shape + base64 of the raw
+those, torch tensors and numpy arrays. `PROBE_RUNNER` (sent to a kernel by `probe_code`) turns that
+into JSON: floats as ``float.hex`` (exact), arrays and tensors as dtype + shape + base64 of the raw
 bytes. Nothing is pickled, and the grader never evaluates what a kernel sends: it parses JSON,
 checks every field's type, and rebuilds arrays with ``numpy.frombuffer``. Any other type (an
 object whose ``__eq__`` always says yes, a tensor subclass) fails the check with a message.
@@ -21,57 +21,84 @@ import numpy as np
 
 MAX_REPORT = 300
 
+PROBE_MIME = "application/x-levers-probe"
+# Module-level code of the kernel-side runner. It is executed in a fresh namespace whose
+# builtins are the real ones (`probe_code`), so a student's honest `list = [3, 1, 2]` or
+# `range = (0, 1)` cannot break it; the probe itself runs in the student's globals minus the
+# names that shadow builtins, and the result leaves as display data of a private MIME type, not
+# through a `sys.stdout` the student may have redirected.
 PROBE_RUNNER = r'''
-def __levers_probe(source, seed, marker):
-    import base64, json
-    def enc(v, depth=0):
-        if depth > 20:
-            raise TypeError("value nested too deeply")
-        t = type(v)
-        if v is None or t is bool or t is str:
-            return {"t": t.__name__, "v": v}
-        if t is int:
-            return {"t": "int", "v": str(v)}
-        if t is float:
-            return {"t": "float", "v": v.hex()}
-        if t in (list, tuple):
-            return {"t": t.__name__, "v": [enc(x, depth + 1) for x in v]}
-        if t is dict:
-            if not all(type(k) is str for k in v):
-                raise TypeError("dict keys must be str")
-            return {"t": "dict", "v": {k: enc(x, depth + 1) for k, x in v.items()}}
-        mod = getattr(t, "__module__", "") or ""
-        if mod.startswith("torch") and t.__name__ == "Tensor":
-            import torch
-            if t is not torch.Tensor:
-                raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
-            x = v.detach().cpu().contiguous()
-            dtype = str(x.dtype).replace("torch.", "")
-            if x.dtype == torch.bfloat16:
-                x = x.view(torch.int16)
-            data = x.numpy().tobytes()
-            return {"t": "tensor", "dtype": dtype, "shape": list(v.shape),
-                    "v": base64.b64encode(data).decode()}
-        if mod.startswith("numpy"):
-            import numpy
-            if t is not numpy.ndarray and not isinstance(v, numpy.generic):
-                raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
-            a = numpy.ascontiguousarray(v)
-            if a.dtype.hasobject:
-                raise TypeError("numpy arrays of Python objects are not supported")
-            kind = "ndarray" if t is numpy.ndarray else "npscalar"
-            return {"t": kind, "dtype": a.dtype.str, "shape": list(a.shape),
-                    "v": base64.b64encode(a.tobytes()).decode()}
-        raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+import base64, builtins, json
+
+def enc(v, depth=0):
+    if depth > 20:
+        raise TypeError("value nested too deeply")
+    t = type(v)
+    if v is None or t is bool or t is str:
+        return {"t": t.__name__, "v": v}
+    if t is int:
+        return {"t": "int", "v": str(v)}
+    if t is float:
+        return {"t": "float", "v": v.hex()}
+    if t in (list, tuple):
+        return {"t": t.__name__, "v": [enc(x, depth + 1) for x in v]}
+    if t is dict:
+        if not all(type(k) is str for k in v):
+            raise TypeError("dict keys must be str")
+        return {"t": "dict", "v": {k: enc(x, depth + 1) for k, x in v.items()}}
+    mod = getattr(t, "__module__", "") or ""
+    if mod.startswith("torch") and t.__name__ == "Tensor":
+        import torch
+        if t is not torch.Tensor:
+            raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+        x = v.detach().cpu().contiguous()
+        dtype = str(x.dtype).replace("torch.", "")
+        if x.dtype == torch.bfloat16:
+            x = x.view(torch.int16)
+        data = x.numpy().tobytes()
+        return {"t": "tensor", "dtype": dtype, "shape": list(v.shape),
+                "v": base64.b64encode(data).decode()}
+    if mod.startswith("numpy"):
+        import numpy
+        if t is not numpy.ndarray and not isinstance(v, numpy.generic):
+            raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+        a = numpy.ascontiguousarray(v)
+        if a.dtype.hasobject:
+            raise TypeError("numpy arrays of Python objects are not supported")
+        kind = "ndarray" if t is numpy.ndarray else "npscalar"
+        return {"t": kind, "dtype": a.dtype.str, "shape": list(a.shape),
+                "v": base64.b64encode(a.tobytes()).decode()}
+    raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+
+def result(source, seed, user):
+    ns = {k: v for k, v in user.items()
+          if (k.startswith("__") and k.endswith("__")) or not hasattr(builtins, k)}
+    ns["__builtins__"] = builtins
     try:
-        ns = dict(globals())
         exec(compile(source, "<hidden check>", "exec"), ns)
         out = {"ok": True, "value": enc(ns["probe"](seed))}
     except BaseException as e:
         out = {"ok": False, "error": (f"{type(e).__name__}: {e}" if str(e)
                                       else type(e).__name__)[:500]}
-    print(marker + json.dumps(out))
+    return json.dumps(out)
+
+def send(source, seed, marker, user, mime):
+    from IPython.display import publish_display_data
+    publish_display_data({mime: marker + result(source, seed, user)})
 '''
+
+
+def probe_code(source: str, seed: int, marker: str) -> str:
+    """The code sent to the student's kernel to run one probe and send back its result.
+
+    Only the ``import`` statement and attribute access on the real ``builtins`` module are
+    used, so no name the student bound at top level is looked up.
+    """
+    return ("import builtins as __levers_builtins\n"
+            "__levers_runner = {'__builtins__': __levers_builtins, '__name__': '__levers__'}\n"
+            f"__levers_builtins.exec({PROBE_RUNNER!r}, __levers_runner)\n"
+            f"__levers_runner['send']({source!r}, {seed!r}, {marker!r}, "
+            f"__levers_builtins.globals(), {PROBE_MIME!r})\n")
 
 
 class ProbeDataError(ValueError):
