@@ -6,6 +6,11 @@ candidates on a machine that other programs also use, `compare` times them in in
 and keeps each one's fastest run; `break_even` finds where one candidate overtakes another. The
 thread count is set for the measurement and restored afterwards, because the rest of the book
 runs on one thread for reproducibility.
+
+The book also pins its numeric kernels to reproducible, slower code paths (`levers.repro`). A
+timing taken under those pins would not be the reader's machine at its best, so the chapters
+time things through `native`, which runs a function of this module (`matmul_formats`,
+`csr_vs_dense`, `compare_models`) in a fresh process with the machine's own kernels.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from levers._checks import check_int
+from levers._checks import check_int, check_real
 
 K = TypeVar("K", bound=Hashable)
 
@@ -153,6 +158,160 @@ def compare(fns: Mapping[K, Callable[[], object]], rounds: int = 3, repeats: int
         torch.set_num_threads(before)
     return {key: Timing(statistics.median(t), min(t), len(t), threads)
             for key, t in times.items()}
+
+
+def native(fn: Callable, /, *args: object, timeout: float = 600.0, **kwargs: object) -> object:
+    """``fn(*args, **kwargs)``, computed in a fresh process with the machine's fastest kernels.
+
+    Everything else in the book runs with kernels pinned for reproducibility (see
+    `levers.repro`): MKL's ``COMPATIBLE`` branch, AVX2 for PyTorch's own kernels, no oneDNN. A
+    benchmark must measure what the machine can do, so it runs here, in a child Python process
+    whose numeric libraries choose their kernels freely (threads stay as the function sets them).
+
+    Parameters
+    ----------
+    fn : function
+        Defined at the top level of an importable module, such as `compare_models`; not a
+        function or lambda defined in a notebook, which the child process cannot import.
+    *args, **kwargs
+        Picklable arguments (tensors and ``nn.Module`` objects of importable classes are).
+    timeout : float
+        Seconds before the child is stopped and a TimeoutError raised.
+
+    Returns
+    -------
+    object
+        What `fn` returned (it must be picklable).
+
+    Examples
+    --------
+    >>> t = native(compare_models, {"id": torch.nn.Identity()}, torch.ones(4, 4), repeats=2)
+    >>> t["id"].repeats
+    6
+    """
+    from levers import _native
+
+    check_real("timeout", timeout, 0.0, open_low=True)
+    return _native.run(fn, args, kwargs, float(timeout))
+
+
+def matmul_formats(batch: int, n_in: int, n_out: int, rounds: int = 3,
+                   repeats: int = 5) -> dict[str, Timing]:
+    """Time ``x @ wᵀ`` for ``x`` of shape (batch, n_in) and ``w`` of (n_out, n_in) per format.
+
+    fp32, fp16 and bf16 multiply tensors of that dtype; int8 runs PyTorch's dynamic-quantization
+    engine (a ``torch.ao`` dynamic ``Linear`` with an int8 weight: it quantizes ``x`` on the fly,
+    multiplies in int8 with int32 accumulation, and returns fp32). Random operands; one thread;
+    interleaved rounds as in `compare`. Run it through `native` to use the machine's kernels.
+
+    Parameters
+    ----------
+    batch, n_in, n_out : int
+        The shapes: ``x`` is (batch, n_in) and ``w`` is (n_out, n_in).
+    rounds, repeats : int
+        As in `compare`.
+
+    Returns
+    -------
+    dict
+        ``{"fp32": Timing, "fp16": Timing, "bf16": Timing, "int8": Timing}``.
+    """
+    for name, value in (("batch", batch), ("n_in", n_in), ("n_out", n_out)):
+        check_int(name, value, 1)
+    import warnings
+
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    gen = torch.Generator().manual_seed(0)
+    x32 = torch.randn(batch, n_in, generator=gen)
+    w32 = torch.randn(n_out, n_in, generator=gen) / n_in**0.5
+    fns: dict[str, Callable[[], object]] = {}
+    for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
+                        ("bf16", torch.bfloat16)):
+        xd, wd = x32.to(dtype), w32.to(dtype)
+        fns[name] = lambda xd=xd, wd=wd: xd @ wd.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its deprecation
+        q = DynamicInt8Linear(n_in, n_out, bias_=False)
+        scale = w32.abs().max().item() / 127
+        q.set_weight_bias(torch.quantize_per_tensor(w32, scale, 0, torch.qint8), None)
+    fns["int8"] = lambda: q(x32)
+    return compare(fns, rounds=rounds, repeats=repeats)
+
+
+def csr_vs_dense(weight: torch.Tensor, x: torch.Tensor, sparsities: Sequence[float],
+                 rounds: int = 3, repeats: int = 8) -> dict[object, Timing]:
+    """Time the dense product ``weight @ x`` and CSR products at each magnitude-pruned sparsity.
+
+    For each ``s`` in `sparsities`, the smallest-magnitude fraction ``s`` of `weight` is set to
+    zero (`levers.sparse.magnitude_mask`) and the result stored in CSR. One thread; interleaved
+    rounds as in `compare`. Run it through `native` to use the machine's kernels.
+
+    Parameters
+    ----------
+    weight : Tensor
+        A 2-D weight matrix (n_out, n_in).
+    x : Tensor
+        The right-hand operand (n_in, batch).
+    sparsities : sequence of float
+        Fractions in [0, 1] of `weight` to prune before the CSR products.
+    rounds, repeats : int
+        As in `compare`.
+
+    Returns
+    -------
+    dict
+        ``{"dense": Timing, s: Timing for each s}`` (the dense product uses the unpruned weight;
+        its cost does not depend on how many entries are zero).
+    """
+    import warnings
+
+    from levers.sparse import magnitude_mask
+
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D tensor, got {weight!r:.80}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] != weight.shape[1]:
+        raise ValueError(f"x must be a 2-D tensor with {weight.shape[1]} rows (weight has "
+                         f"{weight.shape[1]} columns), got shape "
+                         f"{tuple(getattr(x, 'shape', ()))}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch labels its CSR support "beta"
+        csr = {s: (weight * magnitude_mask(weight, s)).to_sparse_csr() for s in sparsities}
+        fns: dict[object, Callable[[], object]] = {"dense": lambda: weight @ x}
+        fns |= {s: (lambda c=c: c @ x) for s, c in csr.items()}
+        return compare(fns, rounds=rounds, repeats=repeats)
+
+
+def compare_models(models: Mapping[K, nn.Module], x: torch.Tensor, rounds: int = 3,
+                   repeats: int = 8) -> dict[K, Timing]:
+    """Time ``model(x)`` for each model, in interleaved rounds on one thread (see `compare`).
+
+    Run it through `native` to use the machine's kernels, e.g.
+    ``native(compare_models, {"fp32": model, "int8": quantized}, x)``.
+
+    Parameters
+    ----------
+    models : mapping of key to nn.Module
+        The candidates; each is put in eval mode.
+    x : Tensor
+        The input every model gets.
+    rounds, repeats : int
+        As in `compare`.
+
+    Returns
+    -------
+    dict of key to Timing
+        Same keys and order as `models`.
+    """
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError(f"models must be a non-empty mapping of name to model, got {models!r}")
+    for key, model in models.items():
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"models[{key!r}] must be a torch.nn.Module, "
+                            f"got {type(model).__name__}")
+        model.eval()
+    return compare({key: (lambda m=m: m(x)) for key, m in models.items()},
+                   rounds=rounds, repeats=repeats)
 
 
 def break_even(xs: Sequence[float], t_a: Sequence[float], t_b: Sequence[float]) -> float:

@@ -1,7 +1,8 @@
-"""Tests for levers.bench: latency, fair comparison, break-even, MAC counts, energy."""
+"""Tests for levers.bench: latency, fair comparison, native runs, break-even, MACs, energy."""
 
 import dataclasses
 import math
+import os
 
 import pytest
 import torch
@@ -14,11 +15,16 @@ from levers.bench import (
     Timing,
     break_even,
     compare,
+    compare_models,
+    csr_vs_dense,
     energy_estimate_pj,
     latency,
     macs,
+    matmul_formats,
+    native,
 )
 from levers.models import LeNet5, LeNet300100, mlp
+from levers.repro import NATIVE_FLAG
 
 
 @pytest.fixture
@@ -344,3 +350,104 @@ def test_break_even_lies_between_the_bracketing_points(t_a, t_b):
 def test_break_even_rejects_bad_input(xs, t_a, t_b, match):
     with pytest.raises(ValueError, match=match):
         break_even(xs, t_a, t_b)
+
+
+# --- native: benchmarks in a fresh process with the machine's own kernels --------------------
+
+
+def test_native_returns_the_result_computed_in_a_child_with_kernel_pins_lifted():
+    names = (NATIVE_FLAG, "MKL_CBWR", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+    env = {name: native(os.getenv, name) for name in names}
+    assert env[NATIVE_FLAG] == "1"
+    assert env["MKL_CBWR"] is None and env["ATEN_CPU_CAPABILITY"] is None
+    assert env["OMP_NUM_THREADS"] == "1"  # threads stay pinned; benchmarks set them explicitly
+    assert native(os.getpid) != os.getpid()
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE"  # the parent's pins are untouched
+
+
+def test_native_passes_tensors_models_and_keyword_arguments():
+    t = native(compare_models, {"a": nn.Linear(3, 2), "b": nn.Identity()}, torch.ones(4, 3),
+               rounds=2, repeats=3)
+    assert list(t) == ["a", "b"] and all(v.repeats == 6 and v.minimum > 0 for v in t.values())
+
+
+def notebook_style_function():
+    return 1
+
+
+notebook_style_function.__module__ = "__main__"
+
+
+@pytest.mark.parametrize("fn", [lambda: 1, notebook_style_function, "os.getpid", 3,
+                                os.environ.copy, torch.ones(1).sum])
+def test_native_rejects_functions_the_child_cannot_import(fn):
+    with pytest.raises(TypeError, match="top level of an importable module"):
+        native(fn)
+
+
+def test_native_rejects_unpicklable_arguments():
+    with pytest.raises(TypeError, match="must be picklable"):
+        native(compare_models, {"gen": (x for x in [])}, torch.ones(1))
+
+
+def test_native_reports_the_childs_error():
+    with pytest.raises(RuntimeError, match=r"(?s)compare_models failed.*must be a torch.nn.Module"):
+        native(compare_models, {"x": 3}, torch.ones(1))
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, math.nan, "5"])
+def test_native_rejects_bad_timeouts(timeout):
+    with pytest.raises(ValueError, match="timeout must be a finite number"):
+        native(os.getpid, timeout=timeout)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_matmul_formats_times_the_four_formats():
+    t = matmul_formats(8, 16, 4, rounds=1, repeats=2)
+    assert list(t) == ["fp32", "fp16", "bf16", "int8"]
+    assert all(v.repeats == 2 and v.minimum > 0 for v in t.values())
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 4), (4, -1, 4), (4, 4, 2.0)])
+def test_matmul_formats_rejects_bad_shapes(shape):
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        matmul_formats(*shape)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_csr_vs_dense_times_dense_and_each_sparsity():
+    w = torch.randn(6, 5)
+    t = csr_vs_dense(w, torch.randn(5, 3), [0.0, 0.5, 0.9], rounds=1, repeats=2)
+    assert list(t) == ["dense", 0.0, 0.5, 0.9]
+    assert all(v.minimum > 0 for v in t.values())
+
+
+@pytest.mark.parametrize(("w", "x", "match"), [
+    (torch.randn(6), torch.randn(6, 1), "weight must be a 2-D tensor"),
+    (torch.randn(6, 5), torch.randn(4, 3), "x must be a 2-D tensor with 5 rows"),
+    (torch.randn(6, 5), [1.0], "x must be a 2-D tensor"),
+])
+def test_csr_vs_dense_rejects_bad_shapes(w, x, match):
+    with pytest.raises(ValueError, match=match):
+        csr_vs_dense(w, x, [0.5])
+
+
+def test_csr_vs_dense_rejects_bad_sparsities():
+    with pytest.raises(ValueError, match="amount"):
+        csr_vs_dense(torch.randn(6, 5), torch.randn(5, 3), [1.5])
+
+
+@pytest.mark.parametrize(("models", "error", "match"), [
+    ({}, ValueError, "non-empty mapping"),
+    ([nn.Identity()], ValueError, "non-empty mapping"),
+    ({"m": "model"}, TypeError, r"models\['m'\] must be a torch.nn.Module"),
+])
+def test_compare_models_rejects_bad_models(models, error, match):
+    with pytest.raises(error, match=match):
+        compare_models(models, torch.ones(1))
+
+
+def test_compare_models_puts_models_in_eval_mode():
+    model = nn.Dropout(0.5).train()
+    compare_models({"d": model}, torch.ones(8), rounds=1, repeats=1)
+    assert not model.training
