@@ -38,6 +38,15 @@ def honest_wrong(tmp_path_factory) -> dict[str, float]:
     ("duplicate_solution_comment", "x.bfloat16"),
     # Without metadata the answer could be in any cell, so every cell is read as the answer.
     ("reference_cast_no_metadata", "x.bfloat16"),
+    # Ways around reading the answer: a cell magic, rebinding its name from a scratch cell,
+    # getattr under another name, a module the notebook writes and imports, unpickling.
+    ("cellmagic_cast", "x.bfloat16"),
+    ("rebind_for", "levers.formats.round_to_format"),
+    ("rebind_walrus", "levers.formats.round_to_format"),
+    ("getattr_alias", "getattr(<computed name>)"),
+    ("written_module", "imports 'helper', not installed"),
+    ("pickle_loads", "pickle.loads"),
+    ("patch_through_alias", "torch.equal = ..."),
 ])
 def test_attack_earns_what_an_honest_wrong_answer_earns(tmp_path, honest_wrong, name, says):
     status, out = grade(tmp_path, MINILAB, ATTACKS / f"{name}.ipynb")

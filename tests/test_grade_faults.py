@@ -38,6 +38,7 @@ def feedback_text(out, student: str) -> str:
     ("json_not_notebook", "JSON but not a Jupyter notebook"),
     ("nbformat3", "nbformat version 3"),
     ("non_utf8", "not UTF-8"),
+    ("nested_json", "nested too deeply"),
 ])
 def test_unreadable_file_scores_zero_with_the_reason(tmp_path, name, reason):
     status, out = grade(tmp_path, MINILAB, FAULTS / f"{name}.ipynb")
@@ -90,6 +91,95 @@ def test_output_flood_is_truncated_in_feedback(tmp_path):
     assert status == 0 and by_question(report) == FULL
     assert "output truncated" in report["output"]
     assert (out / "output_flood" / "feedback.ipynb").stat().st_size < 200_000
+
+
+@pytest.mark.parametrize("name", ["update_flood", "metadata_flood", "error_flood"])
+def test_every_kind_of_output_counts_against_the_budget(tmp_path, name):
+    """40 MB through display updates, output metadata or an error's text: the feedback stays
+    small (and so does the grader's memory, which holds every report until the batch ends)."""
+    status, out = grade(tmp_path, MINILAB, FAULTS / f"{name}.ipynb")
+    report = results(out, name)
+    assert status == 0 and by_question(report) == FULL
+    assert (out / name / "feedback.ipynb").stat().st_size < 200_000
+    if name != "error_flood":  # the error is kept (cut short): the cell's status needs it
+        assert "output truncated" in report["output"]
+
+
+@needs_root
+def test_the_kernel_cannot_write_into_its_run_folder(tmp_path):
+    """The run folder (sockets) lies on the host's disk: sealed once the sockets exist."""
+    status, out = grade(tmp_path, MINILAB, FAULTS / "run_dir_writer.ipynb")
+    assert status == 0 and by_question(results(out, "run_dir_writer")) == FULL
+    assert "run folder: Read-only file system" in feedback_text(out, "run_dir_writer")
+
+
+def test_probe_activity_never_reaches_an_earlier_output(tmp_path):
+    """A hook that copies every cell it sees into an earlier display learns nothing of probes."""
+    status, out = grade(tmp_path, MINILAB, FAULTS / "probe_leak.ipynb")
+    assert status == 0
+    # `get_ipython().events` can run code the grader does not read: forbidden-call questions
+    # score 0; the question without a forbidden list keeps its points
+    assert by_question(results(out, "probe_leak"))["q3"] == FULL["q3"]
+    text = (out / "probe_leak" / "feedback.ipynb").read_text()
+    assert "def probe" not in text and "levers-probe" not in text
+
+
+def test_student_text_in_feedback_is_shown_verbatim(tmp_path):
+    """An error message with a heading and an image stays text inside a fenced block."""
+    status, out = grade(tmp_path, MINILAB, FAULTS / "markdown_error.ipynb")
+    # q3 uses q1's function, so it fails with it
+    assert status == 0 and by_question(results(out, "markdown_error")) == {**ZERO, "q2": 3.0}
+    nb = json.loads((out / "markdown_error" / "feedback.ipynb").read_text())
+    grader = ["".join(c["source"]) for c in nb["cells"] if c["metadata"].get("levers")]
+    headings, fenced = [], False
+    for line in (line for cell in grader for line in cell.splitlines()):
+        fenced ^= line.startswith("```")
+        if line.startswith("#") and not fenced:
+            headings.append(line)
+    assert headings == ["# Grade: 3 / 8"]
+    result = next(cell for cell in grader if "Grader — q1" in cell)
+    assert "```text\nThe test raised ValueError: x" in result
+
+
+def test_a_lone_surrogate_in_an_error_does_not_stop_the_batch(tmp_path):
+    status, out = grade(tmp_path, MINILAB, FAULTS / "surrogate_error.ipynb",
+                        SUBMISSIONS / "honest" / "right_answers.ipynb")
+    assert status == 0
+    assert by_question(results(out, "surrogate_error")) == {**ZERO, "q2": 3.0}
+    assert results(out, "right_answers")["score"] == 8
+    json.loads((out / "surrogate_error" / "feedback.ipynb").read_text(encoding="utf-8"))
+    assert "surrogate_error" in (out / "gradebook.csv").read_text()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "link_to_solution"])
+def test_a_file_that_is_not_a_plain_notebook_gets_a_report(tmp_path, kind):
+    """A FIFO would block the read, /dev/zero would never end, and a link to the solution
+    (committed to a student's repository) would be graded as the solution."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    bad = subs / "a_bad.ipynb"
+    if kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.symlink_to("/dev/zero" if kind == "device" else MINILAB.resolve())
+    (subs / "b_right.ipynb").write_bytes(
+        (SUBMISSIONS / "honest" / "right_answers.ipynb").read_bytes())
+    status, out = grade(tmp_path, MINILAB, subs)
+    assert status == 0
+    report = results(out, "a_bad")
+    assert by_question(report) == ZERO
+    says = {"fifo": "not a regular file", "device": "symbolic link",
+            "link_to_solution": "leads to the solution notebook through a link"}[kind]
+    assert says in report["output"]
+    assert results(out, "b_right")["score"] == 8
+
+
+def test_a_link_to_the_solution_through_a_linked_folder_is_refused(tmp_path):
+    (tmp_path / "submission").symlink_to(MINILAB.resolve().parent)
+    status, out = grade(tmp_path, MINILAB, tmp_path / "submission" / MINILAB.name)
+    report = results(out, MINILAB.stem)
+    assert status == 0 and by_question(report) == ZERO
+    assert "leads to the solution notebook through a link" in report["output"]
 
 
 def test_one_huge_output_is_dropped_before_it_reaches_the_grader(tmp_path):

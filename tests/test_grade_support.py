@@ -118,6 +118,16 @@ def test_public_only_says_nothing_of_hidden_checks(tmp_path):
     assert "probe seed" not in (out / "patch_allclose" / "feedback.ipynb").read_text()
 
 
+def test_report_names_stay_unique_whatever_the_file_names():
+    from levers.grading.grader import student_names
+
+    paths = [Path(p) for p in ("A/x.ipynb", "B/A-x.ipynb", "C/x.ipynb", "D/A-x-2.ipynb",
+                               "E/a-X.ipynb")]
+    names = student_names(paths)
+    assert len({n.lower() for n in names}) == len(paths)
+    assert names[:3] == ["A-x", "A-x-2", "C-x"]
+
+
 def test_two_files_with_one_name_get_two_reports(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

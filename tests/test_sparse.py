@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -40,7 +40,8 @@ def test_magnitude_mask_prunes_exactly_the_budget_and_only_the_smallest(shape, a
 @given(shape=shapes, amount=amounts, seed=st.integers(0, 2**16))
 def test_magnitude_mask_equals_torch_l1_unstructured_without_ties(shape, amount, seed):
     w = tensor_from(seed, shape, ties=False)
-    assert w.abs().unique().numel() == w.numel()  # continuous draws: no ties
+    # continuous draws rarely tie, but two float32 normals can share |w|: skip those draws
+    assume(w.abs().unique().numel() == w.numel())
     theirs = torch_prune.L1Unstructured(amount).compute_mask(w, torch.ones_like(w))
     assert torch.equal(sparse.magnitude_mask(w, amount), theirs.bool())
 

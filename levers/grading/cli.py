@@ -16,7 +16,9 @@ import argparse
 import asyncio
 import secrets
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from levers.grading.sandbox import Limits, staging_root
@@ -88,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(1)
 
     root = staging_root()
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so that the staging folder is removed below, as on Ctrl-C
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
         reports = asyncio.run(grade_batch(lab, submissions, args.out, seed, limits, args.jobs,
                                           root, done))
@@ -98,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print("levers grade: interrupted", file=sys.stderr)
         return 130
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(root, ignore_errors=True)
         if bar is not None:
             bar.close()

@@ -56,21 +56,58 @@ class _Restart(Exception):
     """The kernel is gone or stuck: replay the notebook in a fresh one."""
 
 
+def _size(content: dict) -> int:
+    """Characters of an output message: text, data, metadata, and an error's parts."""
+    try:
+        parts = [content.get("text", ""), content.get("ename", ""), content.get("evalue", ""),
+                 *content.get("traceback", []), *content.get("data", {}).values(),
+                 *content.get("metadata", {}).values()]
+        return sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts)
+    except Exception:  # noqa: BLE001 - a hand-made message of the wrong shape: never kept
+        return 1 << 62
+
+
 class _Client(NotebookClient):
-    """nbclient with a per-cell output budget (an output flood cannot fill memory or reports)."""
+    """nbclient with a per-cell output budget (an output flood cannot fill memory or reports).
+
+    Every kind of output counts: streams, displays with their metadata, errors (kept, since the
+    status needs them, but cut to `ERROR_CHARS`) and updates of earlier displays. While probes
+    run (``probing``), a display update from the kernel changes nothing: probe activity must not
+    reach the feedback through an earlier cell's output.
+    """
+
+    ERROR_CHARS = 4000
 
     def __init__(self, *args: object, limit: int, **kwargs: object):
         super().__init__(*args, **kwargs)
         self.limit, self.used, self.dropped = limit, {}, {}
+        self.current, self.probing = -1, False
+
+    def _admit(self, cell_index: int, size: int) -> bool:
+        if self.used.get(cell_index, 0) + size > self.limit:
+            self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
+            return False
+        self.used[cell_index] = self.used.get(cell_index, 0) + size
+        return True
+
+    def process_message(self, msg, cell, cell_index):  # noqa: ANN001, ANN201
+        self.current = cell_index
+        return super().process_message(msg, cell, cell_index)
+
+    def _update_display_id(self, display_id, msg):  # noqa: ANN001, ANN202
+        if self.probing or not self._admit(self.current, _size(msg.get("content", {}))):
+            return
+        super()._update_display_id(display_id, msg)
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
         content = msg.get("content", {})
-        size = len(content.get("text", "")) + sum(
-            len(str(v)) for v in content.get("data", {}).values())
-        if msg["msg_type"] != "error" and self.used.get(cell_index, 0) + size > self.limit:
-            self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
+        if msg["msg_type"] == "error":
+            content["evalue"] = str(content.get("evalue", ""))[:self.ERROR_CHARS]
+            trace = "\n".join(map(str, content.get("traceback", [])))
+            content["traceback"] = [trace[-self.ERROR_CHARS:]] if trace else []
+            self.used[cell_index] = self.used.get(cell_index, 0) + _size(content)
+        elif not self._admit(cell_index, _size(content)):
             return None
-        self.used[cell_index] = self.used.get(cell_index, 0) + size
         return super().output(outs, msg, display_id, cell_index)
 
 
@@ -169,7 +206,7 @@ async def _run(client, run, cells, replies, fatal, fatal_outputs, results, probe
         reply = replies.get(i, {})
         status = reply.get("content", {}).get("status", "error")
         cells[i] = CellRun("ok") if status == "ok" else CellRun("error", _error_text(cell, reply))
-    client.limit = PROBE_OUTPUT
+    client.limit, client.probing = PROBE_OUTPUT, True
     for gid, source in probes:
         if gid in results:
             continue
@@ -201,6 +238,9 @@ async def _run(client, run, cells, replies, fatal, fatal_outputs, results, probe
             results[gid] = parse_reply(text, marker)
         except ProbeDataError as exc:
             results[gid] = {"ok": False, "error": str(exc)}
+        except (ValueError, TypeError, RecursionError) as exc:  # forged, malformed values
+            results[gid] = {"ok": False, "error": f"the check's values could not be read "
+                                                  f"({type(exc).__name__})"}
 
 
 async def _cell(client, cell, i, cells, replies, fatal, fatal_outputs, limits) -> None:  # noqa: ANN001

@@ -63,9 +63,14 @@ async def grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limit
                     mask: list[str], files: dict[str, str], ref: dict[str, object]) -> Report:
     """Grade one submission; every failure becomes a report, never an exception."""
     try:
+        if path.resolve() == lab.path.resolve() and path.absolute() != lab.path.absolute():
+            raise SubmissionError("its path leads to the solution notebook through a link")
         nb = read_submission(path)
     except SubmissionError as exc:
         return zero(lab, student, seed, f"The submission could not be graded: {exc}.")
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, the batch goes on
+        return zero(lab, student, seed, f"The submission could not be read: "
+                                        f"{type(exc).__name__}: {exc}.")
     sandbox = None
     try:
         assembled = assemble(lab, nb)
@@ -110,11 +115,15 @@ def student_names(paths: list[Path]) -> list[str]:
     stems = [safe(p.stem) for p in paths]
     names = [f"{safe(p.parent.name)}-{s}" if stems.count(s) > 1 else s
              for p, s in zip(paths, stems, strict=True)]
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     unique = []
     for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+        candidate, n = name, 1
+        while candidate.lower() in taken:  # case-blind, for case-insensitive file systems
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(candidate.lower())
+        unique.append(candidate)
     return unique
 
 
@@ -154,7 +163,12 @@ async def grade_batch(lab: Lab, submissions: list[Path], out: Path, seed: int, l
     async def one(path: Path, student: str) -> Report:
         async with gate:
             report = await grade_one(lab, path, student, seed, limits, root, mask, files, ref)
-        on_done(report)
+        try:
+            on_done(report)
+        except Exception as exc:  # noqa: BLE001 - e.g. a report that cannot be written
+            report = zero(lab, student, seed, f"Internal grader error while writing this "
+                                              f"submission's report: {type(exc).__name__}: {exc}")
+            on_done(report)
         return report
 
     names = student_names(submissions)

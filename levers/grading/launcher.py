@@ -28,7 +28,9 @@ import json
 import os
 import resource
 import signal
+import stat
 import sys
+import time
 
 CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x40000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
@@ -179,10 +181,35 @@ def init(cfg: dict, argv: list[str]) -> None:
     kernel = os.fork()
     if kernel == 0:
         run_kernel(cfg, argv, root=True)
+    seal(cfg, kernel)
     while True:
         pid, status = os.wait()
         if pid == kernel:
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def seal(cfg: dict, kernel: int, sockets: int = 5) -> None:
+    """Make the run folder read-only in here once the kernel has bound its sockets in it.
+
+    The kernel's uid must be able to write there to create its ZeroMQ sockets (shell, iopub,
+    stdin, control, heartbeat), but afterwards the folder, which lives on the host's disk, would
+    let the student's code write outside the size-limited tmpfs. The kernel binds them before it
+    answers the grader, so before any of the student's code runs; connecting to a socket still
+    works on a read-only mount.
+    """
+    run, deadline = cfg["run_dir"], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, kernel, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return  # the kernel is gone: nothing to protect; init's loop reaps it
+        with os.scandir(run) as entries:
+            bound = sum(stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode) for e in entries)
+        if bound >= sockets:
+            try:
+                mount("none", run, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            except OSError as exc:
+                write_note(cfg, [f"the kernel's run folder stays writable ({exc})"])
+            return
+        time.sleep(0.002)
 
 
 def write_note(cfg: dict, notes: list[str]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -34,6 +35,23 @@ MARK = {"passed": "✅", "failed": "❌", "error": "⚠️"}
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
+
+
+def clean(obj: object) -> object:
+    """`obj` with every string made encodable: a kernel can send lone surrogates (``"\\ud800"``)."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(obj, dict):
+        return type(obj)({clean(k): clean(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [clean(v) for v in obj]
+    return obj
+
+
+def _verbatim(text: str) -> str:
+    """`text` as a fenced block, so that nothing in it renders as Markdown or HTML."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def _hidden(report: Report) -> bool:
@@ -84,12 +102,14 @@ def classroom(report: Report) -> dict:
 
 
 def _result_cell(report: Report, question: str) -> nbformat.NotebookNode:
+    # Messages can quote the student's own error text: shown verbatim, never as Markdown.
     lines = [f"**Grader — {question}**", ""]
     for c in report.checks:
         if c.question == question:
-            lines.append(f"- {MARK[c.status]} {LABEL[c.kind]}: {_fmt(c.score)} / "
-                         f"{_fmt(c.max_score)}. {c.message}".replace("\n", "\n  "))
-    return nbformat.v4.new_markdown_cell("\n".join(lines), metadata={"levers": {"grader": True}})
+            lines += [f"{MARK[c.status]} {LABEL[c.kind]}: {_fmt(c.score)} / {_fmt(c.max_score)}",
+                      "", _verbatim(c.message), ""]
+    return nbformat.v4.new_markdown_cell("\n".join(lines).rstrip(),
+                                         metadata={"levers": {"grader": True}})
 
 
 def feedback(report: Report, lab: Lab) -> nbformat.NotebookNode:
@@ -98,7 +118,7 @@ def feedback(report: Report, lab: Lab) -> nbformat.NotebookNode:
             f"Graded against `{lab.path.name}`"
             + (f" with probe seed {report.seed}." if _hidden(report) else ".")]
     if report.notes:
-        head += ["", "Notes:", ""] + [f"- {n}" for n in report.notes]
+        head += ["", "Notes:", "", _verbatim("\n\n".join(report.notes))]
     cells = [nbformat.v4.new_markdown_cell("\n".join(head), metadata={"levers": {"grader": True}})]
     if report.execution is not None:
         ran = report.execution.notebook.cells
@@ -122,9 +142,10 @@ def feedback(report: Report, lab: Lab) -> nbformat.NotebookNode:
 def write(report: Report, lab: Lab, folder: Path) -> None:
     """Write ``results.json``, ``classroom.json`` and ``feedback.ipynb`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(gradescope(report), indent=2) + "\n")
-    (folder / "classroom.json").write_text(json.dumps(classroom(report), indent=2) + "\n")
-    nbformat.write(feedback(report, lab), folder / "feedback.ipynb")
+    (folder / "results.json").write_text(json.dumps(clean(gradescope(report)), indent=2) + "\n")
+    (folder / "classroom.json").write_text(json.dumps(clean(classroom(report)), indent=2) + "\n")
+    nb = nbformat.from_dict(clean(feedback(report, lab)))
+    nbformat.write(nb, folder / "feedback.ipynb")
 
 
 def question_scores(report: Report, lab: Lab) -> dict[str, float]:
@@ -141,7 +162,7 @@ def gradebook(reports: list[Report], lab: Lab, path: Path) -> None:
         for r in sorted(reports, key=lambda r: r.student):
             scores = question_scores(r, lab)
             out.writerow([r.student, *[_fmt(scores[q.name]) for q in lab.questions],
-                          _fmt(r.score), _fmt(r.max_score), " | ".join(r.notes)[:500]])
+                          _fmt(r.score), _fmt(r.max_score), clean(" | ".join(r.notes)[:500])])
 
 
 def summary(reports: list[Report], lab: Lab) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,12 +244,21 @@ def read_submission(path: str | Path) -> nbformat.NotebookNode:
     NotebookNode
         The notebook, with cell sources normalised to strings.
     """
+    path = Path(path)
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_SUBMISSION_BYTES:
-            raise SubmissionError(f"the file is {size >> 20} MB; a lab notebook must be under "
-                                  f"{MAX_SUBMISSION_BYTES >> 20} MB (clear large outputs)")
-        raw = Path(path).read_bytes()
+        if path.is_symlink():  # e.g. a link committed to a repository, pointing at the solution
+            raise SubmissionError("the file is a symbolic link; submit the notebook file itself")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero would never end
+            raise SubmissionError("it is not a regular file")
+        if info.st_size > MAX_SUBMISSION_BYTES:
+            raise SubmissionError(f"the file is {info.st_size >> 20} MB; a lab notebook must be "
+                                  f"under {MAX_SUBMISSION_BYTES >> 20} MB (clear large outputs)")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_SUBMISSION_BYTES + 1)
+        if len(raw) > MAX_SUBMISSION_BYTES:
+            raise SubmissionError(f"the file is over {MAX_SUBMISSION_BYTES >> 20} MB")
     except OSError as exc:
         raise SubmissionError(f"cannot read the file: {exc.strerror}") from exc
     try:
@@ -260,6 +271,8 @@ def read_submission(path: str | Path) -> nbformat.NotebookNode:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SubmissionError(f"the file is not JSON ({exc.msg}, line {exc.lineno})") from exc
+    except RecursionError as exc:
+        raise SubmissionError("the file is JSON nested too deeply to be a notebook") from exc
     if not isinstance(data, dict) or "nbformat" not in data:
         raise SubmissionError("the file is JSON but not a Jupyter notebook (no nbformat field)")
     version = data.get("nbformat")

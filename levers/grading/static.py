@@ -19,6 +19,8 @@ and do not depend on it.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import sys
 from dataclasses import dataclass
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -40,6 +42,17 @@ LYING_METHODS = {"__eq__", "__ne__", "__bool__", "__torch_function__", "__torch_
                  "__array_ufunc__", "__array_function__", "__instancecheck__",
                  "__subclasscheck__"}
 ALLOWED_MAGICS = {"time", "timeit", "matplotlib", "precision", "who", "whos", "pip"}
+CODE_MAGICS = {"run", "load", "loadpy", "rerun", "recall", "macro", "edit", "store",
+               "script", "python", "python2", "python3", "pypy", "writefile", "file", "sx",
+               "load_ext", "reload_ext", "aimport", "autoreload"}
+PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
+# Ways to reach code or objects by a name the reader cannot see: in an answer, they count as
+# forbidden for a question that forbids anything.
+HIDING_DUNDERS = {"__globals__", "__dict__", "__builtins__", "__code__", "__closure__",
+                  "__wrapped__", "__subclasses__", "__loader__", "__spec__", "__func__",
+                  "__self__", "__getattribute__"}
+HIDING_MODULES = ("importlib", "pickle", "marshal", "dill", "shelve", "copyreg", "runpy",
+                  "pkgutil", "zipimport")
 SHELL = {"system", "getoutput"}
 
 
@@ -56,7 +69,14 @@ class Finding:
 
 
 def parse(source: str) -> ast.Module | None:
-    """Parse a cell (IPython magics turned into calls); None if it is not valid Python."""
+    """Parse a cell (IPython magics turned into calls); None if it is not valid Python.
+
+    The body of a cell magic that runs it as Python (``%%time``, ``%%capture``...) is read as
+    the Python it is, not as the string argument IPython passes to the magic.
+    """
+    head, _, body = source.lstrip().partition("\n")
+    if head.startswith("%%") and head[2:].split(" ")[0].strip() in PYTHON_CELL_MAGICS:
+        source = body
     try:
         return ast.parse(TransformerManager().transform_cell(source))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -75,7 +95,26 @@ def aliases(trees: list[ast.Module | None]) -> dict[str, str]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 for a in node.names:
                     names[a.asname or a.name] = f"{node.module}.{a.name}"
+    for tree in trees:  # `t = torch` makes `t` another name for the module
+        for node in ast.walk(tree) if tree else ():
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, ast.Name | ast.Attribute)):
+                value = dotted(node.value, names)
+                if value and value.split(".")[0] in set(names.values()) | set(names):
+                    names.setdefault(node.targets[0].id, value)
     return names
+
+
+def unseen_module(name: str) -> bool:
+    """A module the grader cannot find: one the notebook wrote itself, code nobody reads."""
+    top = name.split(".")[0]
+    if not top or top in sys.builtin_module_names or top in sys.stdlib_module_names:
+        return False
+    try:
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):
+        return True
 
 
 def dotted(node: ast.AST, names: dict[str, str]) -> str | None:
@@ -98,7 +137,10 @@ def dotted(node: ast.AST, names: dict[str, str]) -> str | None:
 def references(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, str]]:
     """Every dotted name the code reads, calls or imports, with its line."""
     refs = []
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "getattr" and id(node) not in called:
+            refs.append((node.lineno, "getattr(<computed name>)"))  # `ga = getattr`
         if isinstance(node, ast.Name | ast.Attribute) or (
             isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id == "getattr"
@@ -137,6 +179,35 @@ def matches(ref: str, entry: str) -> bool:
     return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
 
+def _bound(stmt: ast.stmt) -> set[str]:
+    """Global names a top-level statement binds: ``=``, ``for``, ``with ... as``, ``:=``...
+
+    What runs inside a nested function, class or lambda is not entered (its names are its
+    own), except its decorators and default values, which run in the global scope. Imports are
+    not definitions here: an imported name resolves to its module through `aliases`.
+    """
+    names: set[str] = set()
+    todo: list[ast.AST] = [stmt]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            if not isinstance(n, ast.Lambda):
+                names.add(n.name)
+            todo += getattr(n, "decorator_list", [])
+            args = getattr(n, "args", None)
+            if isinstance(args, ast.arguments):
+                todo += [*args.defaults, *[d for d in args.kw_defaults if d is not None]]
+            continue
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store | ast.Del):
+            names.add(n.id)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            names.add(n.name)
+        elif isinstance(n, ast.Global):
+            names |= set(n.names)
+        todo += ast.iter_child_nodes(n)
+    return names
+
+
 def _defined(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         return {stmt.name}
@@ -145,9 +216,7 @@ def _defined(stmt: ast.stmt) -> set[str]:
     if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
             and call.func.attr in MUTATORS and isinstance(call.func.value, ast.Name)):
         return {call.func.value.id}
-    targets = stmt.targets if isinstance(stmt, ast.Assign) else (
-        [stmt.target] if isinstance(stmt, ast.AnnAssign | ast.AugAssign) else [])
-    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return _bound(stmt)
 
 
 def _dynamic(ref: str, anywhere: bool = False) -> bool:
@@ -161,9 +230,13 @@ def _dynamic(ref: str, anywhere: bool = False) -> bool:
     reaches it, and then the first rule sees it).
     """
     bare = ref.removeprefix("builtins.")
-    if bare in DYNAMIC or ref.startswith("importlib") or any(matches(ref, r) for r in REBINDING):
+    if bare in DYNAMIC or matches(ref, "importlib") or any(matches(ref, r) for r in REBINDING):
         return True
-    return not anywhere and ref.startswith("getattr(<")
+    if anywhere:
+        return False
+    return (ref.startswith(("getattr(<", "get_ipython()"))
+            or any(matches(ref, m) for m in HIDING_MODULES)
+            or any(part in HIDING_DUNDERS for part in ref.split(".")))
 
 
 def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden: tuple[str, ...],
@@ -204,6 +277,17 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
         todo += defs.get(name, [])
     modules = {v.split(".")[0] for v in names.values()}
     for i, tree in trees.items():
+        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)} if tree else {}
+        for node in ast.walk(tree) if tree else ():  # %run, %load, %%script...: unseen code
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "get_ipython" and _runs_unseen_code(node, parents)):
+                found.append(Finding(i, node.lineno, "get_ipython()"))
+        for node in ast.walk(tree) if tree else ():
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if node.level == 0 else ["."])
+                found += [Finding(i, node.lineno, f"imports {m!r}, not installed")
+                          for m in mods if m == "." or unseen_module(m)]
         for line, ref in references(tree, names) if tree else ():
             if _dynamic(ref, anywhere=True) or (
                     ref.split(".")[0] in modules and ".__dict__" in ref):  # torch.__dict__[...]
@@ -261,6 +345,24 @@ def _allowed_magic(call: ast.Call, parents: dict) -> bool:
     first = outer.args[0] if outer.args else None
     return (attr.attr in ("run_line_magic", "run_cell_magic") and isinstance(first, ast.Constant)
             and first.value in ALLOWED_MAGICS)
+
+
+def _runs_unseen_code(call: ast.Call, parents: dict) -> bool:
+    """Can this use of ``get_ipython()`` run code the grader does not read?
+
+    ``%run``, ``%load``, ``%%script python`` and the like can, and so can the shell object used
+    directly (``.run_cell``, ``.user_ns``, ``.events``); ``%config``, ``%matplotlib``, ``!ls``
+    and other magics that only configure or inspect cannot.
+    """
+    attr, outer = parents.get(call), parents.get(parents.get(call))
+    if not isinstance(attr, ast.Attribute) or not isinstance(outer, ast.Call):
+        return True
+    if attr.attr in SHELL:
+        return False
+    if attr.attr not in ("run_line_magic", "run_cell_magic"):
+        return True
+    first = outer.args[0] if outer.args else None
+    return not isinstance(first, ast.Constant) or first.value in CODE_MAGICS
 
 
 def tampering(cells: list[tuple[int, str]], instructor: list[str] = ()) -> list[Finding]:
