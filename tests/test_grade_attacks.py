@@ -44,7 +44,12 @@ def honest_wrong(tmp_path_factory) -> dict[str, float]:
     ("rebind_for", "levers.formats.round_to_format"),
     ("rebind_walrus", "levers.formats.round_to_format"),
     ("getattr_alias", "getattr(<computed name>)"),
-    ("written_module", "imports 'helper', not installed"),
+    # (the working folder is not on the kernel's sys.path: the import fails)
+    ("written_module", "name 'round_bf16' is not defined"),
+    ("subscript_rebind", "x.bfloat16"),
+    ("attrgetter", "operator.attrgetter"),
+    ("getipython_alias", "get_ipython(<alias>)"),
+    ("builtins_exec", "__builtins__"),
     ("pickle_loads", "pickle.loads"),
     ("patch_through_alias", "torch.equal = ..."),
 ])
@@ -95,3 +100,12 @@ def test_a_copy_of_a_public_test_does_not_stand_in_for_it(tmp_path):
     assert by_question(report) == {"q1": 2.0, "q2": 3.0, "q3": 2.0}
     q1_public = next(t for t in report["tests"] if t["name"] == "q1 public test")
     assert "ValueError: five values" in q1_public["output"]
+
+
+@pytest.mark.parametrize("name", ["forloop_selfcheck", "local_alias", "colab_import"])
+def test_honest_scratch_code_near_a_forbidden_name_keeps_full_marks(tmp_path, name):
+    """A loop variable or a local named like the answer's parameter, or a failed import, is
+    not the answer reaching a forbidden name."""
+    status, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / f"{name}.ipynb")
+    report = results(out, name)
+    assert status == 0 and report["score"] == 8, report["output"]

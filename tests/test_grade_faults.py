@@ -93,7 +93,8 @@ def test_output_flood_is_truncated_in_feedback(tmp_path):
     assert (out / "output_flood" / "feedback.ipynb").stat().st_size < 200_000
 
 
-@pytest.mark.parametrize("name", ["update_flood", "metadata_flood", "error_flood"])
+@pytest.mark.parametrize("name", ["update_flood", "metadata_flood", "error_flood",
+                                  "ename_flood", "stream_name_flood"])
 def test_every_kind_of_output_counts_against_the_budget(tmp_path, name):
     """40 MB through display updates, output metadata or an error's text: the feedback stays
     small (and so does the grader's memory, which holds every report until the batch ends)."""
@@ -101,7 +102,8 @@ def test_every_kind_of_output_counts_against_the_budget(tmp_path, name):
     report = results(out, name)
     assert status == 0 and by_question(report) == FULL
     assert (out / name / "feedback.ipynb").stat().st_size < 200_000
-    if name != "error_flood":  # the error is kept (cut short): the cell's status needs it
+    if name in ("update_flood", "metadata_flood"):  # (an error is kept, cut short; a stream
+        # keeps its text under the name stdout)
         assert "output truncated" in report["output"]
 
 

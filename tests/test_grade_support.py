@@ -128,6 +128,16 @@ def test_report_names_stay_unique_whatever_the_file_names():
     assert names[:3] == ["A-x", "A-x-2", "C-x"]
 
 
+def test_report_names_fit_a_file_system_however_long_the_paths():
+    from levers.grading.grader import student_names
+
+    paths = [Path("a" * 200) / ("b" * 240 + ".ipynb"), Path("c" * 200) / ("b" * 240 + ".ipynb"),
+             Path("-=cmd.ipynb")]
+    names = student_names(paths)
+    assert all(len(n.encode()) <= 100 for n in names) and len(set(names)) == 3
+    assert names[2] == "_cmd"  # nothing a spreadsheet would read as a formula
+
+
 def test_two_files_with_one_name_get_two_reports(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

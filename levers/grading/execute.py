@@ -59,7 +59,8 @@ class _Restart(Exception):
 def _size(content: dict) -> int:
     """Characters of an output message: text, data, metadata, and an error's parts."""
     try:
-        parts = [content.get("text", ""), content.get("ename", ""), content.get("evalue", ""),
+        parts = [content.get("text", ""), content.get("name", ""), content.get("ename", ""),
+                 content.get("evalue", ""),
                  *content.get("traceback", []), *content.get("data", {}).values(),
                  *content.get("metadata", {}).values()]
         return sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts)
@@ -77,17 +78,23 @@ class _Client(NotebookClient):
     """
 
     ERROR_CHARS = 4000
+    #: Output kept for a whole submission, all cells together (a notebook of many cells).
+    TOTAL_CELLS = 50
 
     def __init__(self, *args: object, limit: int, **kwargs: object):
         super().__init__(*args, **kwargs)
         self.limit, self.used, self.dropped = limit, {}, {}
+        self.total = 0
         self.current, self.probing = -1, False
 
     def _admit(self, cell_index: int, size: int) -> bool:
-        if self.used.get(cell_index, 0) + size > self.limit:
+        over_total = not self.probing and self.total + size > self.TOTAL_CELLS * self.limit
+        if over_total or self.used.get(cell_index, 0) + size > self.limit:
             self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
             return False
         self.used[cell_index] = self.used.get(cell_index, 0) + size
+        if not self.probing:
+            self.total += size
         return True
 
     def process_message(self, msg, cell, cell_index):  # noqa: ANN001, ANN201
@@ -101,11 +108,15 @@ class _Client(NotebookClient):
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
         content = msg.get("content", {})
-        if msg["msg_type"] == "error":
+        if msg["msg_type"] == "stream" and content.get("name") not in ("stdout", "stderr"):
+            content["name"] = "stdout"  # a stream's name is the kernel's to choose, and unbounded
+        if msg["msg_type"] == "error":  # kept, since the cell's status needs it, but cut short
+            content["ename"] = str(content.get("ename", ""))[:200]
             content["evalue"] = str(content.get("evalue", ""))[:self.ERROR_CHARS]
             trace = "\n".join(map(str, content.get("traceback", [])))
             content["traceback"] = [trace[-self.ERROR_CHARS:]] if trace else []
-            self.used[cell_index] = self.used.get(cell_index, 0) + _size(content)
+            if not self._admit(cell_index, _size(content)):
+                content["evalue"], content["traceback"] = "", []
         elif not self._admit(cell_index, _size(content)):
             return None
         return super().output(outs, msg, display_id, cell_index)

@@ -109,11 +109,17 @@ def student_names(paths: list[Path]) -> list[str]:
     ['a-lab', 'b-lab', 'ada_lovelace']
     """
     def safe(name: str) -> str:
-        name = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "submission"
+        name = re.sub(r"[^\w.-]", "_", name).lstrip(".-") or "submission"
         return name + "_" if name == "gradebook.csv" else name
 
+    def short(name: str) -> str:  # a folder name must fit in 255 bytes (100 characters here)
+        if len(name.encode()) <= 100:
+            return name
+        return name.encode()[:80].decode(errors="ignore") + "-" + hashlib.sha256(
+            name.encode()).hexdigest()[:12]
+
     stems = [safe(p.stem) for p in paths]
-    names = [f"{safe(p.parent.name)}-{s}" if stems.count(s) > 1 else s
+    names = [short(f"{safe(p.parent.name)}-{s}" if stems.count(s) > 1 else s)
              for p, s in zip(paths, stems, strict=True)]
     taken: set[str] = set()
     unique = []
@@ -168,7 +174,11 @@ async def grade_batch(lab: Lab, submissions: list[Path], out: Path, seed: int, l
         except Exception as exc:  # noqa: BLE001 - e.g. a report that cannot be written
             report = zero(lab, student, seed, f"Internal grader error while writing this "
                                               f"submission's report: {type(exc).__name__}: {exc}")
-            on_done(report)
+            try:
+                on_done(report)
+            except Exception as again:  # noqa: BLE001 - the gradebook row still says why
+                print(f"levers grade: could not write the report of {student}: {again}",
+                      file=sys.stderr)
         return report
 
     names = student_names(submissions)

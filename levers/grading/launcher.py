@@ -91,7 +91,13 @@ def expose(paths: list[str], hidden: list[str] = ()) -> None:
         for path, fd in fds.items():
             os.makedirs(path, exist_ok=True)
             mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            readonly(path)
             os.close(fd)
+
+
+def readonly(path: str) -> None:
+    """Make a bind mount read-only (remounting ``/`` read-only does not reach bind mounts)."""
+    mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def confine(cfg: dict) -> None:
@@ -118,6 +124,7 @@ def confine(cfg: dict) -> None:
     for path, fd in keep_fds.items():
         os.makedirs(path, exist_ok=True)
         mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        readonly(path)
         os.close(fd)
     # The run folder (connection file, sockets) may have been under /tmp: bring it back.
     os.makedirs(run, exist_ok=True)
@@ -205,7 +212,7 @@ def seal(cfg: dict, kernel: int, sockets: int = 5) -> None:
             bound = sum(stat.S_ISSOCK(e.stat(follow_symlinks=False).st_mode) for e in entries)
         if bound >= sockets:
             try:
-                mount("none", run, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+                readonly(run)
             except OSError as exc:
                 write_note(cfg, [f"the kernel's run folder stays writable ({exc})"])
             return

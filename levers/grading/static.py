@@ -19,15 +19,14 @@ and do not depend on it.
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 from dataclasses import dataclass
 
 from IPython.core.inputtransformer2 import TransformerManager
 
 DYNAMIC = {"eval", "exec", "compile", "__import__", "globals", "vars", "locals", "breakpoint"}
 REBINDING = ("__main__", "sys.modules", "sys._getframe", "f_globals", "f_locals", "user_ns",
-             "currentframe")
+             "currentframe", "__builtins__", "sys.path", "IPython.get_ipython",
+             "getipython.get_ipython", "get_ipython(<alias>)")
 MUTATORS = {"update", "append", "extend", "insert", "setdefault", "__setitem__"}
 PATCHING_CALLS = {"setattr", "delattr"}
 DANGEROUS_MODULES = ("builtins", "importlib", "ctypes", "gc", "inspect", "unittest.mock", "mock",
@@ -42,17 +41,21 @@ LYING_METHODS = {"__eq__", "__ne__", "__bool__", "__torch_function__", "__torch_
                  "__array_ufunc__", "__array_function__", "__instancecheck__",
                  "__subclasscheck__"}
 ALLOWED_MAGICS = {"time", "timeit", "matplotlib", "precision", "who", "whos", "pip"}
+# (The kernel's working folder is not on its sys.path, so `%load_ext` and `%autoreload` can
+# only reach installed modules.)
 CODE_MAGICS = {"run", "load", "loadpy", "rerun", "recall", "macro", "edit", "store",
                "script", "python", "python2", "python3", "pypy", "writefile", "file", "sx",
-               "load_ext", "reload_ext", "aimport", "autoreload"}
+               "alias_magic"}
 PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 # Ways to reach code or objects by a name the reader cannot see: in an answer, they count as
 # forbidden for a question that forbids anything.
 HIDING_DUNDERS = {"__globals__", "__dict__", "__builtins__", "__code__", "__closure__",
                   "__wrapped__", "__subclasses__", "__loader__", "__spec__", "__func__",
                   "__self__", "__getattribute__"}
-HIDING_MODULES = ("importlib", "pickle", "marshal", "dill", "shelve", "copyreg", "runpy",
-                  "pkgutil", "zipimport")
+HIDING_MODULES = ("importlib", "pickle", "_pickle", "cloudpickle", "marshal", "dill", "shelve",
+                  "copyreg", "runpy", "pkgutil", "zipimport", "joblib", "torch.load",
+                  "numpy.load", "operator.attrgetter", "operator.methodcaller",
+                  "inspect.getattr_static")
 SHELL = {"system", "getoutput"}
 
 
@@ -95,8 +98,8 @@ def aliases(trees: list[ast.Module | None]) -> dict[str, str]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 for a in node.names:
                     names[a.asname or a.name] = f"{node.module}.{a.name}"
-    for tree in trees:  # `t = torch` makes `t` another name for the module
-        for node in ast.walk(tree) if tree else ():
+    for tree in trees:  # a module-level `t = torch` makes `t` another name for the module
+        for node in tree.body if tree else ():
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
                     and isinstance(node.targets[0], ast.Name)
                     and isinstance(node.value, ast.Name | ast.Attribute)):
@@ -104,17 +107,6 @@ def aliases(trees: list[ast.Module | None]) -> dict[str, str]:
                 if value and value.split(".")[0] in set(names.values()) | set(names):
                     names.setdefault(node.targets[0].id, value)
     return names
-
-
-def unseen_module(name: str) -> bool:
-    """A module the grader cannot find: one the notebook wrote itself, code nobody reads."""
-    top = name.split(".")[0]
-    if not top or top in sys.builtin_module_names or top in sys.stdlib_module_names:
-        return False
-    try:
-        return importlib.util.find_spec(top) is None
-    except (ImportError, ValueError):
-        return True
 
 
 def dotted(node: ast.AST, names: dict[str, str]) -> str | None:
@@ -141,6 +133,8 @@ def references(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id == "getattr" and id(node) not in called:
             refs.append((node.lineno, "getattr(<computed name>)"))  # `ga = getattr`
+        if isinstance(node, ast.Name) and node.id == "get_ipython" and id(node) not in called:
+            refs.append((node.lineno, "get_ipython(<alias>)"))  # `gi = get_ipython`
         if isinstance(node, ast.Name | ast.Attribute) or (
             isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id == "getattr"
@@ -208,6 +202,22 @@ def _bound(stmt: ast.stmt) -> set[str]:
     return names
 
 
+def _locals(node: ast.AST) -> set[str]:
+    """Names local to every function in `node`: parameters and what their bodies bind."""
+    names: set[str] = set()
+    for f in ast.walk(node):
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            a = f.args
+            names |= {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs,
+                                      *([a.vararg] if a.vararg else []),
+                                      *([a.kwarg] if a.kwarg else [])]}
+            body = f.body if isinstance(f.body, list) else [f.body]
+            declared = {n for s in ast.walk(f) if isinstance(s, ast.Global | ast.Nonlocal)
+                        for n in s.names}
+            names |= {n for s in body for n in _bound(s)} - declared
+    return names
+
+
 def _defined(stmt: ast.stmt) -> set[str]:
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         return {stmt.name}
@@ -216,7 +226,25 @@ def _defined(stmt: ast.stmt) -> set[str]:
     if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
             and call.func.attr in MUTATORS and isinstance(call.func.value, ast.Name)):
         return {call.func.value.id}
-    return _bound(stmt)
+    names = _bound(stmt)
+    # `TOOLS["r"] = f`, `Impl.run = f`, `del X.y`, `setattr(Impl, "run", f)`: changing what a
+    # name holds defines it too (its root name is only read, so `_bound` does not see it).
+    for node in ast.walk(stmt):
+        targets = (node.targets if isinstance(node, ast.Assign | ast.Delete)
+                   else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                   else [node.args[0]] if (isinstance(node, ast.Call)
+                                           and isinstance(node.func, ast.Name)
+                                           and node.func.id in PATCHING_CALLS and node.args)
+                   else [])
+        for t in targets:
+            root = t
+            while isinstance(root, ast.Attribute | ast.Subscript | ast.Starred):
+                root = root.value
+            if isinstance(root, ast.Name) and root is not t:
+                names.add(root.id)
+            elif isinstance(root, ast.Name) and isinstance(node, ast.Call):
+                names.add(root.id)
+    return names
 
 
 def _dynamic(ref: str, anywhere: bool = False) -> bool:
@@ -282,12 +310,6 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                     and node.func.id == "get_ipython" and _runs_unseen_code(node, parents)):
                 found.append(Finding(i, node.lineno, "get_ipython()"))
-        for node in ast.walk(tree) if tree else ():
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                        else [node.module or ""] if node.level == 0 else ["."])
-                found += [Finding(i, node.lineno, f"imports {m!r}, not installed")
-                          for m in mods if m == "." or unseen_module(m)]
         for line, ref in references(tree, names) if tree else ():
             if _dynamic(ref, anywhere=True) or (
                     ref.split(".")[0] in modules and ".__dict__" in ref):  # torch.__dict__[...]
@@ -301,11 +323,13 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
+        own = _locals(node)  # a function's parameters and locals are not the globals of that name
         for line, ref in references(node, names) + references(node, {}):
             bad = [e for e in forbidden if matches(ref, e)]
             if bad or _dynamic(ref):
                 found.append(Finding(cell, line, ref))
-            todo += defs.get(ref.split(".")[0], [])
+            if ref.split(".")[0] not in own:
+                todo += defs.get(ref.split(".")[0], [])
         found += [Finding(cell, line, repr(text)) for line, text in _strings(node)
                   if any(_names_in_text(text, e) for e in forbidden)]
     return sorted(set(found), key=lambda f: (f.cell, f.line, f.what))
