@@ -485,3 +485,30 @@ def test_text_a_student_typed_into_a_test_cell_still_runs_as_their_own_cell():
     i = _ids(a.notebook).index("q2-public")
     assert "def confusion" in a.notebook.cells[i - 1].source and a.origin[i - 1] == "free"
     assert "confusion(torch.tensor" in a.notebook.cells[i].source
+
+
+def test_forbidden_names_held_by_the_labs_own_globals_are_found():
+    """A public test's table holding torch.bfloat16, read by the answer, is the cast."""
+    lab = ["import torch", "TABLE = {'bf16': (8, 7, torch.bfloat16)}\nassert TABLE"]
+    cells = [(2, "def round_bf16(x):\n    return x.to(TABLE['bf16'][2]).float()")]
+    found = forbidden_uses(cells, 2, ("bfloat16",), lab)
+    assert [(f.cell, f.line) for f in found] == [(2, 2)]
+    assert "TABLE (set by the lab's code: torch.bfloat16)" in found[0].what
+    honest = [(2, "def round_bf16(x):\n    return x + 0")]
+    assert forbidden_uses(honest, 2, ("bfloat16",), lab) == []
+
+
+def test_a_scratch_loop_variable_is_not_the_answers_parameter():
+    cells = [(1, "def round_bf16(x):\n    return x * 1"),
+             (2, "for x in [torch.ones(2)]:\n    assert torch.equal(round_bf16(x), x.bfloat16())"),
+             (3, "def show(v):\n    x = torch.bfloat16\n    return v.to(x)")]
+    assert forbidden_uses(cells, 1, ("bfloat16",), ["import torch"]) == []
+
+
+def test_filling_a_container_or_class_attribute_the_answer_reads_defines_it():
+    cells = [(1, "TOOLS = {}\nclass Impl:\n    pass\ndef round_bf16(x):\n"
+                 "    return TOOLS['r'](x) + Impl.run(x)"),
+             (2, "def cheat(x):\n    return x.bfloat16()\nTOOLS['r'] = cheat"),
+             (3, "def cheat2(x):\n    return x.half()\nImpl.run = cheat2")]
+    found = {f.cell for f in forbidden_uses(cells, 1, ("bfloat16", ".half("), ["import torch"])}
+    assert found == {2, 3}
