@@ -7,7 +7,8 @@ replays the notebook *without* that cell, so one bad cell costs only what depend
 the last cell, each hidden check's probe is sent as code and its result read back as marked
 JSON in display data of a private MIME type (`levers.grading.values`); the probe's own output
 never reaches the feedback.
-Each cell keeps at most ``Limits.output_chars`` characters of output.
+Each cell keeps at most ``Limits.output_chars`` characters of output, and the notebook
+`_Client.TOTAL_CELLS` times that.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class _Client(NotebookClient):
     """
 
     ERROR_CHARS = 4000
-    #: Output kept for a whole submission, all cells together (a notebook of many cells).
+    #: The whole notebook keeps at most this many cells' worth of output (a notebook of many
+    #: cells cannot add up to a flood either).
     TOTAL_CELLS = 50
 
     def __init__(self, *args: object, limit: int, **kwargs: object):
@@ -173,7 +175,10 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         replies: dict[int, dict] = {}
 
         async def keep(cell_index: int, execute_reply: dict, **_: object) -> None:
-            replies[cell_index] = execute_reply  # noqa: B023
+            content = execute_reply.get("content", {})  # only what `_error_text` reads, cut short
+            replies[cell_index] = {"content": {  # noqa: B023
+                "status": content.get("status"), "ename": str(content.get("ename", ""))[:200],
+                "evalue": str(content.get("evalue", ""))[:500]}}
 
         client.on_cell_executed = keep
         try:

@@ -27,11 +27,10 @@ from levers.repro import NUMERIC_ENV
 
 KERNEL_NAME = "levers-sandbox"
 MAX_MESSAGE = 128 << 20  # bytes per ZeroMQ message from the kernel (probe results fit)
-# Imported (not bound to names) while the kernel starts, so a cell's time limit measures the
-# student's code, not torch's import.
-# Run in the kernel before any cell: preload the heavy modules (the notebook's own start-up
-# time then counts once per kernel, not per import), and take the working folder off sys.path,
-# so that a module the notebook writes there cannot be imported (code the grader never reads).
+# Run in the kernel before any cell: import the heavy modules (not bound to names), so a cell's
+# time limit measures the student's code, not torch's import; and take the working folder off
+# sys.path, so that a module the notebook writes there cannot be imported (code the grader
+# never reads).
 PRELOAD = "[__import__(m) for m in ('numpy', 'torch', 'levers') if __import__('importlib.util')" \
           ".util.find_spec(m)] and None; __import__('sys').path.__setitem__(slice(None), " \
           "[p for p in __import__('sys').path if p not in ('', '.', __import__('os').getcwd())])"

@@ -57,6 +57,7 @@ HIDING_MODULES = ("importlib", "pickle", "_pickle", "cloudpickle", "marshal", "d
                   "numpy.load", "operator.attrgetter", "operator.methodcaller",
                   "inspect.getattr_static")
 SHELL = {"system", "getoutput"}
+ALIASED = {"getattr": "getattr(<computed name>)", "get_ipython": "get_ipython(<alias>)"}
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,9 @@ def references(tree: ast.AST, names: dict[str, str]) -> list[tuple[int, str]]:
     refs = []
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id == "getattr" and id(node) not in called:
-            refs.append((node.lineno, "getattr(<computed name>)"))  # `ga = getattr`
-        if isinstance(node, ast.Name) and node.id == "get_ipython" and id(node) not in called:
-            refs.append((node.lineno, "get_ipython(<alias>)"))  # `gi = get_ipython`
+        # `ga = getattr`, `gi = get_ipython`: called later under a name nobody reads
+        if isinstance(node, ast.Name) and node.id in ALIASED and id(node) not in called:
+            refs.append((node.lineno, ALIASED[node.id]))
         if isinstance(node, ast.Name | ast.Attribute) or (
             isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id == "getattr"
@@ -226,25 +226,31 @@ def _defined(stmt: ast.stmt) -> set[str]:
     if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
             and call.func.attr in MUTATORS and isinstance(call.func.value, ast.Name)):
         return {call.func.value.id}
-    names = _bound(stmt)
-    # `TOOLS["r"] = f`, `Impl.run = f`, `del X.y`, `setattr(Impl, "run", f)`: changing what a
-    # name holds defines it too (its root name is only read, so `_bound` does not see it).
-    for node in ast.walk(stmt):
-        targets = (node.targets if isinstance(node, ast.Assign | ast.Delete)
-                   else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
-                   else [node.args[0]] if (isinstance(node, ast.Call)
-                                           and isinstance(node.func, ast.Name)
-                                           and node.func.id in PATCHING_CALLS and node.args)
-                   else [])
-        for t in targets:
-            root = t
-            while isinstance(root, ast.Attribute | ast.Subscript | ast.Starred):
-                root = root.value
-            if isinstance(root, ast.Name) and root is not t:
-                names.add(root.id)
-            elif isinstance(root, ast.Name) and isinstance(node, ast.Call):
-                names.add(root.id)
-    return names
+    # `TOOLS["r"] = f`, `Impl.run = f`, `setattr(Impl, "run", f)`: changing what a name holds
+    # defines it too (its root name is only read, so `_bound` does not see it).
+    return _bound(stmt) | {root for node in ast.walk(stmt) for root in map(_root, _changed(node))
+                           if root}
+
+
+def _root(node: ast.AST) -> str | None:
+    """The name at the root of ``a.b[c].d`` (``a``), if it is a plain name."""
+    while isinstance(node, ast.Attribute | ast.Subscript | ast.Starred):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _changed(node: ast.AST) -> list[ast.AST]:
+    """What a node changes in place: ``x.a = ``, ``x[i] += ``, ``del x.a``, ``setattr(x, ...)``."""
+    if isinstance(node, ast.Assign | ast.Delete):
+        targets = node.targets
+    elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+        targets = [node.target]
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+          and node.func.id in PATCHING_CALLS and node.args):
+        return [node.args[0]]
+    else:
+        return []
+    return [t for t in targets if isinstance(t, ast.Attribute | ast.Subscript)]
 
 
 def _dynamic(ref: str, anywhere: bool = False) -> bool:
@@ -262,7 +268,7 @@ def _dynamic(ref: str, anywhere: bool = False) -> bool:
         return True
     if anywhere:
         return False
-    return (ref.startswith(("getattr(<", "get_ipython()"))
+    return (ref.startswith("getattr(<")
             or any(matches(ref, m) for m in HIDING_MODULES)
             or any(part in HIDING_DUNDERS for part in ref.split(".")))
 
@@ -372,16 +378,28 @@ def _names_in_text(text: str, entry: str) -> bool:
     return entry in text if "." in entry or len(entry) >= 6 else entry == text
 
 
-def _allowed_magic(call: ast.Call, parents: dict) -> bool:
-    """``%timeit`` and ``!ls`` become ``get_ipython().run_line_magic(...)``/``.system(...)``."""
+def _magic(call: ast.Call, parents: dict) -> str | None:
+    """What a ``get_ipython()`` call is for: ``"!"`` (a shell command), a magic's name, or None.
+
+    ``%timeit`` and ``!ls`` become ``get_ipython().run_line_magic("timeit", ...)`` and
+    ``.system(...)``; None means the shell object itself (``.run_cell``, ``.events``...) or a
+    magic whose name is computed.
+    """
     attr, outer = parents.get(call), parents.get(parents.get(call))
     if not isinstance(attr, ast.Attribute) or not isinstance(outer, ast.Call):
-        return False
+        return None
     if attr.attr in SHELL:
-        return True
+        return "!"
     first = outer.args[0] if outer.args else None
-    return (attr.attr in ("run_line_magic", "run_cell_magic") and isinstance(first, ast.Constant)
-            and first.value in ALLOWED_MAGICS)
+    if attr.attr in ("run_line_magic", "run_cell_magic") and isinstance(first, ast.Constant):
+        return str(first.value)
+    return None
+
+
+def _allowed_magic(call: ast.Call, parents: dict) -> bool:
+    """A shell command or a magic that only configures or measures (no tampering note)."""
+    magic = _magic(call, parents)
+    return magic == "!" or magic in ALLOWED_MAGICS
 
 
 def _runs_unseen_code(call: ast.Call, parents: dict) -> bool:
@@ -391,15 +409,8 @@ def _runs_unseen_code(call: ast.Call, parents: dict) -> bool:
     directly (``.run_cell``, ``.user_ns``, ``.events``); ``%config``, ``%matplotlib``, ``!ls``
     and other magics that only configure or inspect cannot.
     """
-    attr, outer = parents.get(call), parents.get(parents.get(call))
-    if not isinstance(attr, ast.Attribute) or not isinstance(outer, ast.Call):
-        return True
-    if attr.attr in SHELL:
-        return False
-    if attr.attr not in ("run_line_magic", "run_cell_magic"):
-        return True
-    first = outer.args[0] if outer.args else None
-    return not isinstance(first, ast.Constant) or first.value in CODE_MAGICS
+    magic = _magic(call, parents)
+    return magic is None or magic in CODE_MAGICS
 
 
 def tampering(cells: list[tuple[int, str]], instructor: list[str] = ()) -> list[Finding]:
@@ -412,15 +423,8 @@ def tampering(cells: list[tuple[int, str]], instructor: list[str] = ()) -> list[
         parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)} if tree else {}
         for node in ast.walk(tree) if tree else ():
             line = getattr(node, "lineno", 0)
-            targets = (node.targets if isinstance(node, ast.Assign | ast.Delete)
-                       else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
-                       else [])
-            for t in targets:
-                root = t
-                while isinstance(root, ast.Attribute | ast.Subscript):
-                    root = root.value
-                if (isinstance(t, ast.Attribute) and isinstance(root, ast.Name)
-                        and root.id in modules):
+            for t in _changed(node):
+                if isinstance(t, ast.Attribute) and _root(t) in modules:
                     found.append(Finding(cell, line, f"{dotted(t, names)} = ..."))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 if node.func.id in PATCHING_CALLS | DYNAMIC:
