@@ -6,7 +6,9 @@ settings, and LEVERS_EXECUTING, which keeps progress bars out of stored outputs.
 
 import os
 
-from levers.repro import NUMERIC_ENV
+from levers.repro import CONFLICTING, NUMERIC_ENV
 
+for _name in CONFLICTING:
+    os.environ.pop(_name, None)
 os.environ.update(NUMERIC_ENV)
 os.environ["LEVERS_EXECUTING"] = "1"

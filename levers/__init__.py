@@ -13,7 +13,7 @@ repro.pin_environment()
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "encode", "formats", "grading", "integer", "kmeans", "metrics",
+_SUBMODULES = ("bench", "book", "data", "encode", "formats", "grading", "integer", "kmeans", "metrics",
                "models", "plot", "qmodel", "quant", "sparse", "sparsify", "train")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from levers.repro import NUMERIC_ENV
+from levers.repro import CONFLICTING, NUMERIC_ENV
 
 #: Seconds one cell may run before execution is abandoned.
 CELL_TIMEOUT = 600
@@ -26,7 +26,8 @@ CELL_TIMEOUT = 600
 
 def kernel_env(**overrides: str) -> dict[str, str]:
     """The environment a notebook kernel gets: the pinned numeric settings, no progress bars."""
-    return {**os.environ, **NUMERIC_ENV, "LEVERS_EXECUTING": "1", **overrides}
+    inherited = {k: v for k, v in os.environ.items() if k not in CONFLICTING}
+    return {**inherited, **NUMERIC_ENV, "LEVERS_EXECUTING": "1", **overrides}
 
 
 def run_notebook(path: Path, out: Path | None = None, timeout: int = CELL_TIMEOUT,
