@@ -24,7 +24,7 @@ from levers.bench import (
     native,
 )
 from levers.models import LeNet5, LeNet300100, mlp
-from levers.repro import NATIVE_FLAG
+from levers.repro import KERNEL_PINS, NATIVE_FLAG
 
 
 @pytest.fixture
@@ -356,10 +356,10 @@ def test_break_even_rejects_bad_input(xs, t_a, t_b, match):
 
 
 def test_native_returns_the_result_computed_in_a_child_with_kernel_pins_lifted():
-    names = (NATIVE_FLAG, "MKL_CBWR", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+    names = (NATIVE_FLAG, *KERNEL_PINS, "OMP_NUM_THREADS")
     env = {name: native(os.getenv, name) for name in names}
     assert env[NATIVE_FLAG] == "1"
-    assert env["MKL_CBWR"] is None and env["ATEN_CPU_CAPABILITY"] is None
+    assert all(env[name] is None for name in KERNEL_PINS), env
     assert env["OMP_NUM_THREADS"] == "1"  # threads stay pinned; benchmarks set them explicitly
     assert native(os.getpid) != os.getpid()
     assert os.environ["MKL_CBWR"] == "COMPATIBLE"  # the parent's pins are untouched

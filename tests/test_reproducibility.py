@@ -4,7 +4,9 @@ nbval (run on chapters/ and solutions/ by the same `make test`) re-executes each
 with the test environment's settings and compares text outputs. This test executes each notebook
 a second time, in a kernel whose environment asks for 2 threads everywhere, and compares every
 output with the stored one, including the PNG bytes of figures, which nbval skips. Together they
-show that two runs in a row and a change of thread count leave every output unchanged.
+show that two runs in a row and a change of thread count leave every output unchanged. A third
+run starts a kernel whose environment asks NumPy's OpenBLAS for another kernel family and holds
+none of the kernel pins: `import levers` in the notebook's first cell must pin them all back.
 Cells that print wall-clock times (`# NBVAL_IGNORE_OUTPUT`) are the only ones exempt.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from levers import repro
 from levers.cli import kernel_env, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +77,30 @@ def test_outputs_reproduce_with_two_threads(path: Path, tmp_path: Path) -> None:
 
 def test_there_are_notebooks_to_check() -> None:
     assert any(p.parent.name == "chapters" for p in NOTEBOOKS)
+
+
+#: A notebook whose stored outputs go through NumPy's BLAS (np.polyfit) and SIMD loops (np.log10).
+BLAS_NOTEBOOK = ROOT / "chapters" / "04-quantization.ipynb"
+REPORT_KERNELS = ("import levers as lv\n"
+                  "print(lv.repro.numpy_blas(), lv.repro.numpy_simd(), sep='; ')")
+
+
+@pytest.mark.notebooks
+def test_outputs_reproduce_when_the_shell_forces_another_blas_family(tmp_path: Path) -> None:
+    if "avx2" not in repro.cpu_flags():
+        pytest.skip("the AVX2 pins are for x86-64 CPUs with AVX2")
+    # another family this CPU can run (never one whose instructions it lacks)
+    other = "SkylakeX" if "avx512f" in repro.cpu_flags() else "Sandybridge"
+    nb = nbformat.read(BLAS_NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(REPORT_KERNELS))
+    forced, out = tmp_path / "forced.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, forced)
+    env = {k: v for k, v in kernel_env().items() if k not in repro.KERNEL_PINS}
+    run_notebook(forced, out=out, env={**env, "OPENBLAS_CORETYPE": other})
+    ran = nbformat.read(out, as_version=4)
+    assert ran.cells[-1].outputs[0]["text"].strip() == "openblas Haswell, 1 thread; X86_V3"
+    ran.cells.pop()
+    stored = comparable_outputs(nbformat.read(BLAS_NOTEBOOK, as_version=4))
+    fresh = comparable_outputs(ran)
+    for (i, want), (_, got) in zip(stored, fresh, strict=True):
+        assert got == want, f"{BLAS_NOTEBOOK.name}: cell {i} changed with {other} forced"
