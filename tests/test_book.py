@@ -336,3 +336,21 @@ def test_every_page_in_chromium(built_book: Build, site: str) -> None:
         f"{name}:\n  " + "\n  ".join(found) for name, found in problems.items()
     )
     assert "book/notation.html" in math_pages, "the notation page has no typeset math"
+
+
+def faq_answers() -> dict[str, str]:
+    """Each bold question of book/faq.md with the answer paragraph under it."""
+    text = (ROOT / "book" / "faq.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\*\*(.+?)\*\*\n(.+?)(?=\n\n|\Z)", text, re.MULTILINE | re.DOTALL))
+
+
+def test_every_faq_answer_quotes_a_measured_number_and_links_to_it() -> None:
+    answers = faq_answers()
+    assert len(answers) >= 12, f"the FAQ answers {len(answers)} questions, fewer than 12"
+    for question, answer in answers.items():
+        assert "{glue:text}`" in answer, f"FAQ {question!r}: no number glued from a notebook"
+        assert "{ref}`" in answer, f"FAQ {question!r}: no link to the cell that measures it"
+        # outside glue roles and math, a decimal number would have been typed by hand
+        bare = re.sub(r"\{glue:text\}`[^`]*`|\$[^$]*\$", "", answer)
+        typed = re.findall(r"\d+\.\d+|\d+ ?µJ", bare)
+        assert not typed, f"FAQ {question!r}: numbers typed by hand: {typed}"
