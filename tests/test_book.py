@@ -3,7 +3,7 @@
 One build per test session (`built_book`), shared by all tests here:
 
 - ``jupyter-book build . -n -W --keep-going`` exits 0 with no warning; every page of
-  ``_toc.yml`` has its HTML file; every entry of ``book/references.bib`` is cited; no page or
+  ``_toc.yml`` has its HTML file; every entry of the bibliography files is cited; no page or
   style sheet loads a script, style sheet, font or image from the network;
 - `test_every_page_in_chromium`: Debian's Chromium, driven by Playwright, opens every page from
   a local server and checks: no console error, no failed request, no request to any host but
@@ -167,11 +167,12 @@ def test_every_toc_page_has_html(built_book: Build) -> None:
 def test_every_reference_is_cited(built_book: Build) -> None:
     # The bibliography lists only cited entries, silently: an uncited one is a stale reference.
     require_build(built_book)
-    bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    bib = "".join((ROOT / f).read_text(encoding="utf-8") for f in config["bibtex_bibfiles"])
     keys = re.findall(r"^@\w+\{([^,\s]+),", bib, re.MULTILINE)
     listed = (built_book.html / "book" / "bibliography.html").read_text(encoding="utf-8")
     uncited = [key for key in keys if f'id="cite-{key}"' not in listed]
-    assert keys and not uncited, f"references.bib entries cited nowhere: {uncited}"
+    assert keys and not uncited, f"bibliography entries cited nowhere: {uncited}"
 
 
 @pytest.mark.book
