@@ -293,5 +293,5 @@ def test_bad_calibration_arguments():
         choose_qparams_affine(torch.randn(2, 6), QScheme(axis=0, group_size=4))
     with pytest.raises(ValueError, match="lo must be <= hi"):
         choose_qparams_affine_with_min_max(torch.tensor(1.0), torch.tensor(0.0), QScheme())
-    with pytest.raises(ValueError, match="must not be empty"):
+    with pytest.raises(ValueError, match="x must be a non-empty tensor"):
         choose_qparams_affine(torch.zeros(0), QScheme())
