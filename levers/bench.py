@@ -1,4 +1,4 @@
-"""What a model costs: measured latency, counted multiply-accumulates, estimated energy.
+"""Latency, measured: warm-up, repeats, interleaved candidates, and the machine's own kernels.
 
 Latency is measured, never assumed: warm-up calls first (caches, lazy kernel selection), then
 repeated timings of which we report the median (robust to the odd slow run). To compare several
@@ -9,8 +9,9 @@ runs on one thread for reproducibility.
 
 The book also pins its numeric kernels to reproducible, slower code paths (`levers.repro`). A
 timing taken under those pins would not be the reader's machine at its best, so the chapters
-time things through `native`, which runs a function of this module (`matmul_formats`,
-`csr_vs_dense`, `compare_models`) in a fresh process with the machine's own kernels.
+time things through `native`, which runs a function (`compare_models`, or one of the chapters'
+experiments in `levers.kernels`) in a fresh process with the machine's own kernels. What a model
+costs without running it (MACs, bytes moved, energy) is `levers.cost`.
 """
 
 from __future__ import annotations
@@ -25,24 +26,9 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from levers._checks import check_int, check_real
+from levers._checks import check_int, check_real, fail
 
 K = TypeVar("K", bound=Hashable)
-
-#: Energy per operation at 45 nm, 0.9 V, in picojoules (Horowitz, ISSCC 2014).
-ENERGY_PJ: dict[str, float] = {
-    "int8 add": 0.03,
-    "int32 add": 0.1,
-    "fp16 add": 0.4,
-    "fp32 add": 0.9,
-    "int8 mult": 0.2,
-    "int32 mult": 3.1,
-    "fp16 mult": 1.1,
-    "fp32 mult": 3.7,
-    "sram read 32b": 5.0,  # 8 KB SRAM, one 32-bit word
-    "dram read 32b": 640.0,
-}
-
 
 @dataclass(frozen=True)
 class Timing:
@@ -195,93 +181,6 @@ def native(fn: Callable, /, *args: object, timeout: float = 600.0, **kwargs: obj
     return _native.run(fn, args, kwargs, float(timeout))
 
 
-def matmul_formats(batch: int, n_in: int, n_out: int, rounds: int = 3,
-                   repeats: int = 5) -> dict[str, Timing]:
-    """Time ``x @ wᵀ`` for ``x`` of shape (batch, n_in) and ``w`` of (n_out, n_in) per format.
-
-    fp32, fp16 and bf16 multiply tensors of that dtype; int8 runs PyTorch's dynamic-quantization
-    engine (a ``torch.ao`` dynamic ``Linear`` with an int8 weight: it quantizes ``x`` on the fly,
-    multiplies in int8 with int32 accumulation, and returns fp32). Random operands; one thread;
-    interleaved rounds as in `compare`. Run it through `native` to use the machine's kernels.
-
-    Parameters
-    ----------
-    batch, n_in, n_out : int
-        The shapes: ``x`` is (batch, n_in) and ``w`` is (n_out, n_in).
-    rounds, repeats : int
-        As in `compare`.
-
-    Returns
-    -------
-    dict
-        ``{"fp32": Timing, "fp16": Timing, "bf16": Timing, "int8": Timing}``.
-    """
-    for name, value in (("batch", batch), ("n_in", n_in), ("n_out", n_out)):
-        check_int(name, value, 1)
-    import warnings
-
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-
-    gen = torch.Generator().manual_seed(0)
-    x32 = torch.randn(batch, n_in, generator=gen)
-    w32 = torch.randn(n_out, n_in, generator=gen) / n_in**0.5
-    fns: dict[str, Callable[[], object]] = {}
-    for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
-                        ("bf16", torch.bfloat16)):
-        xd, wd = x32.to(dtype), w32.to(dtype)
-        fns[name] = lambda xd=xd, wd=wd: xd @ wd.T
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its deprecation
-        q = DynamicInt8Linear(n_in, n_out, bias_=False)
-        scale = w32.abs().max().item() / 127
-        q.set_weight_bias(torch.quantize_per_tensor(w32, scale, 0, torch.qint8), None)
-    fns["int8"] = lambda: q(x32)
-    return compare(fns, rounds=rounds, repeats=repeats)
-
-
-def csr_vs_dense(weight: torch.Tensor, x: torch.Tensor, sparsities: Sequence[float],
-                 rounds: int = 3, repeats: int = 8) -> dict[object, Timing]:
-    """Time the dense product ``weight @ x`` and CSR products at each magnitude-pruned sparsity.
-
-    For each ``s`` in `sparsities`, the smallest-magnitude fraction ``s`` of `weight` is set to
-    zero (`levers.sparse.magnitude_mask`) and the result stored in CSR. One thread; interleaved
-    rounds as in `compare`. Run it through `native` to use the machine's kernels.
-
-    Parameters
-    ----------
-    weight : Tensor
-        A 2-D weight matrix (n_out, n_in).
-    x : Tensor
-        The right-hand operand (n_in, batch).
-    sparsities : sequence of float
-        Fractions in [0, 1] of `weight` to prune before the CSR products.
-    rounds, repeats : int
-        As in `compare`.
-
-    Returns
-    -------
-    dict
-        ``{"dense": Timing, s: Timing for each s}`` (the dense product uses the unpruned weight;
-        its cost does not depend on how many entries are zero).
-    """
-    import warnings
-
-    from levers.sparse import magnitude_mask
-
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        raise ValueError(f"weight must be a 2-D tensor, got {weight!r:.80}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] != weight.shape[1]:
-        raise ValueError(f"x must be a 2-D tensor with {weight.shape[1]} rows (weight has "
-                         f"{weight.shape[1]} columns), got shape "
-                         f"{tuple(getattr(x, 'shape', ()))}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PyTorch labels its CSR support "beta"
-        csr = {s: (weight * magnitude_mask(weight, s)).to_sparse_csr() for s in sparsities}
-        fns: dict[object, Callable[[], object]] = {"dense": lambda: weight @ x}
-        fns |= {s: (lambda c=c: c @ x) for s, c in csr.items()}
-        return compare(fns, rounds=rounds, repeats=repeats)
-
-
 def compare_models(models: Mapping[K, nn.Module], x: torch.Tensor, rounds: int = 3,
                    repeats: int = 8) -> dict[K, Timing]:
     """Time ``model(x)`` for each model, in interleaved rounds on one thread (see `compare`).
@@ -310,6 +209,8 @@ def compare_models(models: Mapping[K, nn.Module], x: torch.Tensor, rounds: int =
             raise TypeError(f"models[{key!r}] must be a torch.nn.Module, "
                             f"got {type(model).__name__}")
         model.eval()
+    if not isinstance(x, torch.Tensor):
+        raise fail("x", x, "a torch.Tensor (the input of every model)")
     return compare({key: (lambda m=m: m(x)) for key, m in models.items()},
                    rounds=rounds, repeats=repeats)
 
@@ -363,82 +264,3 @@ def break_even(xs: Sequence[float], t_a: Sequence[float], t_b: Sequence[float]) 
     # ratio[i - 1] >= 1 > ratio[i]: the straight line between them crosses 1 once
     share = (ratio[i - 1] - 1) / (ratio[i - 1] - ratio[i])
     return float(xs[i - 1] + share * (xs[i] - xs[i - 1]))
-
-
-def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-accumulates per layer for one input of `input_shape` (batch dimension excluded).
-
-    Counts ``nn.Linear`` (in × out) and ``nn.Conv2d`` (k_h·k_w·c_in/groups · c_out · H_out·W_out)
-    layers, by running one forward pass with hooks.
-
-    Examples
-    --------
-    >>> from levers.models import LeNet300100
-    >>> sum(macs(LeNet300100(), (1, 28, 28)).values())
-    266200
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if (not isinstance(input_shape, tuple | list) or not input_shape
-            or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in input_shape)):
-        raise ValueError(f"input_shape must be a non-empty tuple of positive ints, "
-                         f"got {input_shape!r}")
-    counts: dict[str, int] = {}
-
-    def hook(name: str) -> Callable:
-        def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if isinstance(module, nn.Linear):
-                counts[name] = module.in_features * module.out_features
-            else:
-                k = module.weight[0].numel()  # c_in/groups · k_h · k_w
-                counts[name] = k * output.shape[1] * output.shape[2] * output.shape[3]
-        return count
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, nn.Linear | nn.Conv2d)]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)  # counting must not leave a model in the middle of training
-    return counts
-
-
-def energy_estimate_pj(n_macs: int, n_weight_reads: int, fmt: str = "fp32",
-                       weights_in: str = "dram") -> dict[str, float]:
-    """Energy of one inference from per-operation costs, split into arithmetic and memory.
-
-    Each MAC is one multiply and one add in `fmt`; each weight is read once, as 32-bit words
-    from DRAM or SRAM (so a narrower format reads proportionally fewer words).
-
-    Parameters
-    ----------
-    n_macs : int
-        Multiply-accumulates per inference (see `macs`).
-    n_weight_reads : int
-        Number of weights read per inference.
-    fmt : {"fp32", "fp16", "int8"}
-    weights_in : {"dram", "sram"}
-
-    Returns
-    -------
-    dict
-        ``{"arithmetic": pJ, "memory": pJ, "total": pJ}``.
-    """
-    widths = {"fp32": 32, "fp16": 16, "int8": 8}
-    if fmt not in widths:
-        raise ValueError(f"fmt must be one of {sorted(widths)}, got {fmt!r}")
-    if weights_in not in ("dram", "sram"):
-        raise ValueError(f"weights_in must be 'dram' or 'sram', got {weights_in!r}")
-    if not (n_macs >= 0 and n_weight_reads >= 0):  # written so that NaN fails too
-        raise ValueError(f"n_macs and n_weight_reads must be non-negative, "
-                         f"got {n_macs!r} and {n_weight_reads!r}")
-    add = "int32 add" if fmt == "int8" else f"{fmt} add"  # int8 products accumulate in int32
-    arithmetic = n_macs * (ENERGY_PJ[f"{fmt} mult"] + ENERGY_PJ[add])
-    words = n_weight_reads * widths[fmt] / 32
-    memory = words * ENERGY_PJ["dram read 32b" if weights_in == "dram" else "sram read 32b"]
-    return {"arithmetic": arithmetic, "memory": memory, "total": arithmetic + memory}

@@ -18,6 +18,10 @@ CSR        row pointers, column indices, values    ``(r + 1)·i + a·i + a·b`` 
 With ``b = i = 4`` CSR stores ``2a + r + 1`` numbers. Payloads hold the arrays only: the shape,
 dtype and format are the container's header (a few dozen bytes per tensor, whatever the
 sparsity), so `decode` takes them as arguments.
+
+Quantized values are stored the same way: `pack_bits` writes b-bit integers densely (8/b per
+byte), `export` turns a model fake-quantized by `levers.qmodel.quantize_` into packed integers
+and their scales, and `codebook_bytes` counts a k-means codebook (`levers.kmeans`).
 """
 
 from __future__ import annotations
@@ -28,17 +32,27 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from levers._checks import (
+    check_choice,
+    check_instance,
+    check_int,
+    check_integers,
+    check_shape,
+    fail,
+)
+from levers.kmeans import Codebook
+from levers.qmodel import FakeQuantLayer
+from levers.quant import quantize_affine
 
 FORMATS = ("dense", "bitmask", "coo", "csr")
 _INDEX_DTYPES = {1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}
 
 
 def _check(fmt: str, index_bytes: int) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if index_bytes not in _INDEX_DTYPES or isinstance(index_bytes, bool):
-        raise ValueError(f"index_bytes must be one of {tuple(_INDEX_DTYPES)}, got {index_bytes!r}")
+    check_choice("fmt", fmt, FORMATS)
+    check_choice("index_bytes", index_bytes, tuple(_INDEX_DTYPES))
 
 
 def _raw(t: Tensor) -> bytes:
@@ -76,7 +90,7 @@ def encode(w: Tensor, fmt: str, index_bytes: int = 4) -> bytes:
     [16, 9, 24, 28]
     """
     if not isinstance(w, Tensor):
-        raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
+        raise fail("w", w, "a torch.Tensor")
     _check(fmt, index_bytes)
     if fmt == "dense":
         return _raw(w)
@@ -107,9 +121,11 @@ def decode(data: bytes, fmt: str, shape: tuple[int, ...], dtype: torch.dtype = t
     True
     """
     if not isinstance(data, bytes | bytearray):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        raise fail("data", data, "bytes")
     _check(fmt, index_bytes)
-    shape = tuple(int(s) for s in shape)
+    shape = check_shape("shape", shape)
+    if not isinstance(dtype, torch.dtype):
+        raise fail("dtype", dtype, "a torch.dtype")
     n = math.prod(shape)
     b = torch.empty(0, dtype=dtype).element_size()
     buf = np.frombuffer(bytes(data), dtype=np.uint8)
@@ -169,7 +185,7 @@ def formula_bytes(fmt: str, shape: tuple[int, ...], nnz: int, value_bytes: int =
     189364
     """
     _check(fmt, index_bytes)
-    shape = tuple(int(s) for s in shape)
+    shape = check_shape("shape", shape)
     n = math.prod(shape)
     if isinstance(nnz, bool) or not isinstance(nnz, Integral) or not 0 <= nnz <= n:
         raise ValueError(f"nnz must be an int in [0, {n}] for shape {shape}, got {nnz!r}")
@@ -209,5 +225,104 @@ def compression_ratio(original_bytes: int, compressed_bytes: int) -> float:
     """
     for name, v in (("original_bytes", original_bytes), ("compressed_bytes", compressed_bytes)):
         if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+            raise fail(name, v, "a positive int")
     return original_bytes / compressed_bytes
+
+
+def pack_bits(q: Tensor, bits: int) -> Tensor:
+    """Pack unsigned integers of `bits` bits densely into a flat uint8 tensor (little-endian).
+
+    Parameters
+    ----------
+    q : Tensor
+        An integer tensor (any shape) with values in [0, 2^bits − 1]; offset signed integers
+        first (``q − q_min``). Floating-point input is refused, not truncated.
+    bits : int
+        Width of each value, 1 to 16.
+
+    Returns
+    -------
+    Tensor
+        ``⌈q.numel() · bits / 8⌉`` bytes.
+
+    Examples
+    --------
+    >>> pack_bits(torch.tensor([1, 2, 3, 0]), 2).tolist()  # 0b00111001
+    [57]
+    """
+    check_int("bits", bits, 1, 16)
+    u = check_integers("q", q, 0, 2**bits - 1).reshape(-1).long()
+    positions = torch.arange(bits)
+    bit_stream = ((u[:, None] >> positions) & 1).reshape(-1)  # little-endian within a value
+    bit_stream = torch.cat([bit_stream, bit_stream.new_zeros(-len(bit_stream) % 8)])
+    return (bit_stream.reshape(-1, 8) << torch.arange(8)).sum(1).to(torch.uint8)
+
+
+def unpack_bits(packed: Tensor, bits: int, n: int) -> Tensor:
+    """Inverse of `pack_bits`: the first `n` unsigned `bits`-bit values, as int64.
+
+    Examples
+    --------
+    >>> unpack_bits(torch.tensor([57], dtype=torch.uint8), 2, 4).tolist()
+    [1, 2, 3, 0]
+    """
+    check_integers("packed", packed)
+    if packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise fail("packed", packed, "a 1-D torch.uint8 tensor, as pack_bits returns")
+    check_int("bits", bits, 1, 16)
+    check_int("n", n, 0, packed.numel() * 8 // bits)
+    stream = ((packed.long()[:, None] >> torch.arange(8)) & 1).reshape(-1)[: n * bits]
+    return (stream.reshape(n, bits) << torch.arange(bits)).sum(1)
+
+
+def codebook_bytes(codebook: Codebook) -> int:
+    """Payload bytes of a k-means codebook: 2^b float32 centroids plus b bits per index.
+
+    Examples
+    --------
+    >>> from levers.kmeans import kmeans_quantize
+    >>> codebook_bytes(kmeans_quantize(torch.linspace(-1, 1, 100), bits=2))  # 16 + 25
+    41
+    """
+    check_instance("codebook", codebook, Codebook)
+    return codebook.centroids.numel() * 4 + (codebook.indices.numel() * codebook.bits + 7) // 8
+
+
+def export(model: nn.Module) -> dict[str, Tensor]:
+    """The model as it would be stored: packed integer weights, scales and zero points.
+
+    Quantized weights of a model fake-quantized by `levers.qmodel.quantize_` become
+    ``<layer>.weight_packed`` (uint8, b bits per weight, `pack_bits`) with their
+    ``scale``/``zero_point``; activation parameters, biases and unquantized tensors stay float.
+    Measure the bytes with `saved_bytes`.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> from levers.qmodel import QuantConfig, quantize_
+    >>> m = quantize_(MLP((4, 2)), QuantConfig(), torch.rand(3, 4))
+    >>> export(m)["fc1.weight_packed"].dtype, export(m)["fc1.weight_packed"].numel()
+    (torch.uint8, 8)
+    """
+    check_instance("model", model)
+    state: dict[str, Tensor] = {}
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, FakeQuantLayer)}
+    for name, m in quantized.items():
+        if m.config.weight is not None:
+            qp = m.weight_qparams()
+            q = quantize_affine(m.layer.weight.detach(), qp).long() - qp.q_min
+            state[f"{name}.weight_packed"] = pack_bits(q, qp.bits)
+            state[f"{name}.weight_scale"], state[f"{name}.weight_zero_point"] = (
+                qp.scale, qp.zero_point)
+        else:
+            state[f"{name}.weight"] = m.layer.weight.detach()
+        if m.act_qp is not None:
+            state[f"{name}.act_scale"], state[f"{name}.act_zero_point"] = (
+                m.act_qp.scale, m.act_qp.zero_point)
+        if m.layer.bias is not None:
+            state[f"{name}.bias"] = m.layer.bias.detach()
+    for key, value in model.state_dict().items():
+        if not any(key.startswith(f"{n}.") for n in quantized):
+            state[key] = value
+    # Fresh contiguous copies: torch.save writes a view's whole underlying storage.
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}

@@ -5,6 +5,9 @@ A binary float format stores a sign bit, ``exponent_bits`` of biased exponent E 
 subnormal number (E = 0) is (-1)^s · 0.M · 2^(1 - bias). Between two powers of two the
 representable numbers are evenly spaced; the gap, one ULP, doubles at every power of two.
 
+An integer format (`IntFormat`) of b bits holds [−2ᵇ⁻¹, 2ᵇ⁻¹ − 1] (signed) or [0, 2ᵇ − 1]; it
+is the one definition of integer ranges in the library (`levers.quant.QScheme` uses it).
+
 `round_to_format` emulates a narrower format with float32 tensors: it rounds each float32 to the
 nearest number of the format (ties to the even mantissa) and returns it as a float32. It works on
 the float32 bit pattern with integer arithmetic, the way a hardware converter does, and agrees bit
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from levers._checks import check_integers, fail
 
 _F32_MANTISSA = 23  # float32 stores 23 mantissa bits; the leading 1 is implied
 _F32_BIAS = 127
@@ -173,6 +178,15 @@ class IntFormat:
         """Largest value: 2^(bits-1) - 1 if signed, else 2^bits - 1."""
         return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """Smallest PyTorch integer dtype that holds [min, max] (int64 above 32 signed bits)."""
+        if self.bits <= 8:
+            return torch.int8 if self.signed else torch.uint8
+        if self.bits <= 16:
+            return torch.int16 if self.signed else torch.int32
+        return torch.int32 if self.signed and self.bits <= 32 else torch.int64
+
 
 FP32 = FloatFormat("fp32", 8, 23, torch_dtype=torch.float32)
 FP16 = FloatFormat("fp16", 5, 10, torch_dtype=torch.float16)
@@ -189,23 +203,28 @@ FORMATS: dict[str, FloatFormat | IntFormat] = {
 }
 
 
-def _float_format(fmt: FloatFormat | str) -> FloatFormat:
-    if isinstance(fmt, str):
-        if fmt not in FORMATS:
-            raise ValueError(f"fmt: unknown format name {fmt!r}; known: {sorted(FORMATS)}")
+def float_format(fmt: FloatFormat | str) -> FloatFormat:
+    """`fmt` itself, or the `FloatFormat` named `fmt` in `FORMATS`.
+
+    Examples
+    --------
+    >>> float_format("bf16") is BF16
+    True
+    """
+    names = [name for name, f in FORMATS.items() if isinstance(f, FloatFormat)]
+    if isinstance(fmt, str) and fmt in names:
         fmt = FORMATS[fmt]
     if not isinstance(fmt, FloatFormat):
-        names = [name for name, f in FORMATS.items() if isinstance(f, FloatFormat)]
-        raise TypeError(f"fmt must be a FloatFormat or one of {names}, got {fmt!r}")
+        raise fail("fmt", fmt, f"a FloatFormat or the name of one in {names}")
     return fmt
 
 
 def _check_float32(x: Tensor) -> None:
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise fail("x", x, "a torch.Tensor")
     if x.dtype != torch.float32:
         # float64 input would be rounded twice (to float32, then to the format): refuse it.
-        raise TypeError(f"x must be a float32 tensor (convert with x.float()), got {x.dtype}")
+        raise fail("x", x, "a float32 tensor (convert with x.float())")
 
 
 def _split(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -258,11 +277,11 @@ def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     --------
     >>> round_to_format(torch.tensor([1 + 2**-11, 1 + 3 * 2**-11, 70000.0]), "fp16")
     tensor([1.0000, 1.0020,    inf])
-    >>> round_to_format(torch.tensor([470.0, float("inf")]), FP8_E4M3)
+    >>> round_to_format(torch.tensor([470.0, float("inf")]), "fp8_e4m3")
     tensor([448., 448.])
     """
     _check_float32(x)
-    fmt = _float_format(fmt)
+    fmt = float_format(fmt)
     exp, sig = _split(x)
     drop = _drop_bits(exp, fmt)
     # n = sig / 2^drop rounded to an integer: up when the dropped remainder is more than half a
@@ -297,18 +316,14 @@ def compose(sign: Tensor, exponent: Tensor, mantissa: Tensor, fmt: FloatFormat |
 
     Examples
     --------
-    >>> compose(torch.tensor([0, 1]), torch.tensor([15, 0]), torch.tensor([512, 1]), FP16)
+    >>> compose(torch.tensor([0, 1]), torch.tensor([15, 0]), torch.tensor([512, 1]), "fp16")
     tensor([ 1.5000e+00, -5.9605e-08])
     """
-    fmt = _float_format(fmt)
+    fmt = float_format(fmt)
     e, m = fmt.exponent_bits, fmt.mantissa_bits
     for name, t, top in (("sign", sign, 1), ("exponent", exponent, 2**e - 1),
                          ("mantissa", mantissa, 2**m - 1)):
-        if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex():
-            raise TypeError(f"{name} must be an integer tensor, got {t!r}")
-        if t.numel() and not 0 <= t.min() <= t.max() <= top:
-            raise ValueError(f"{name} must be in [0, {top}] for {fmt.name}, "
-                             f"got values in [{t.min().item()}, {t.max().item()}]")
+        check_integers(name, t, 0, top)
     sign, exponent, mantissa = (t.to(torch.int64) for t in (sign, exponent, mantissa))
     n = torch.where(exponent > 0, mantissa + 2**m, mantissa)  # normal numbers: implied leading 1
     value = n.to(torch.float32) * _pow2(exponent.clamp(min=1) - fmt.bias - m)
@@ -343,7 +358,7 @@ def decompose(x: Tensor, fmt: FloatFormat | str) -> tuple[Tensor, Tensor, Tensor
     >>> decompose(torch.tensor([1.5, -2**-24]), "fp16")
     (tensor([0, 1]), tensor([15,  0]), tensor([512,   1]))
     """
-    fmt = _float_format(fmt)
+    fmt = float_format(fmt)
     r = round_to_format(x, fmt)
     exp, sig = _split(r)
     n = sig >> _drop_bits(exp, fmt)  # exact: r has no bits below fmt's ULP
@@ -378,8 +393,8 @@ def bit_string(value: float, fmt: FloatFormat | str) -> str:
     '1 10000 0100000000'
     """
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"value must be a float, got {value!r}")
-    fmt = _float_format(fmt)
+        raise fail("value", value, "a float")
+    fmt = float_format(fmt)
     s, e, m = (t.item() for t in decompose(torch.tensor([float(value)]), fmt))
     return f"{s} {e:0{fmt.exponent_bits}b} {m:0{fmt.mantissa_bits}b}"
 
@@ -402,11 +417,11 @@ def spacing(x: Tensor, fmt: FloatFormat | str) -> Tensor:
 
     Examples
     --------
-    >>> spacing(torch.tensor([0.0, 1.0, 1000.0, 65504.0]), FP16)
+    >>> spacing(torch.tensor([0.0, 1.0, 1000.0, 65504.0]), "fp16")
     tensor([5.9605e-08, 9.7656e-04, 5.0000e-01, 3.2000e+01])
     """
     _check_float32(x)
-    fmt = _float_format(fmt)
+    fmt = float_format(fmt)
     exp, _ = _split(x)
     ulp = torch.where(exp > fmt.max_exponent, torch.inf, _pow2(_ulp_exponent(exp, fmt)))
     return torch.where(torch.isfinite(x), ulp, torch.nan)
@@ -427,13 +442,13 @@ def representable_values(fmt: FloatFormat | str) -> Tensor:
 
     Examples
     --------
-    >>> v = representable_values(FP8_E4M3)
+    >>> v = representable_values("fp8_e4m3")
     >>> len(v), v[-3:].tolist()
     (253, [384.0, 416.0, 448.0])
     """
-    fmt = _float_format(fmt)
+    fmt = float_format(fmt)
     if fmt.bits > 16:
-        raise ValueError(f"fmt must have at most 16 bits to enumerate, {fmt.name} has {fmt.bits}")
+        raise fail("fmt", fmt.name, "a format of at most 16 bits (to enumerate)")
     code = torch.arange(fmt.max_code + 1)  # magnitude codes, in increasing order of value
     positive = compose(torch.zeros_like(code), code >> fmt.mantissa_bits,
                        code & (2**fmt.mantissa_bits - 1), fmt)

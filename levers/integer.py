@@ -7,7 +7,8 @@ output y (S₃, Z₃), a linear layer y = W x + b becomes
 
 The sum is exact in int32. The one real number left, M, is written as M = 2⁻ⁿ · M₀ with
 M₀ ∈ [0.5, 1) held as a 31-bit integer, so requantizing is an integer multiply and a rounding
-right shift: no floating point anywhere at inference.
+right shift: no floating point anywhere at inference. `int_mlp` builds such a model from one
+fake-quantized by `levers.qmodel.quantize_` (this module sits above `levers.qmodel`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from levers.quant import QParams, QScheme, calibrate, quantize
+from levers._checks import check_instance, check_integers, check_weight, fail
+from levers.calibration import choose_qparams_affine
+from levers.qmodel import FakeQuantLayer
+from levers.quant import QParams, QScheme, quantize_affine
 
 
 def quantize_multiplier(m: Tensor | float) -> tuple[Tensor, Tensor]:
@@ -27,9 +31,11 @@ def quantize_multiplier(m: Tensor | float) -> tuple[Tensor, Tensor]:
     >>> int(n), int(m0), abs(int(m0) * 2.0 ** -(31 + int(n)) - 0.1) < 1e-10
     (3, 1717986918, True)
     """
+    if isinstance(m, bool) or not isinstance(m, Tensor | float | int):
+        raise fail("m", m, "a positive float or a floating-point tensor of them")
     m = torch.as_tensor(m, dtype=torch.float64)
     if not bool(torch.isfinite(m).all()) or bool((m <= 0).any()):
-        raise ValueError("multiplier m must be finite and > 0")
+        raise fail("m", m, "finite and > 0 everywhere")
     mantissa, exponent = torch.frexp(m)  # m = mantissa · 2^exponent, mantissa ∈ [0.5, 1)
     m0 = torch.round(mantissa * 2**31).long()
     carry = m0 == 2**31  # the mantissa rounded up to 1.0: use 0.5 · 2^(exponent + 1)
@@ -47,11 +53,12 @@ def requantize(acc: Tensor, m0: Tensor, n: Tensor) -> Tensor:
     >>> requantize(torch.tensor([-6, -2, 2, 6, 100]), m0, n).tolist()
     [-1, 0, 1, 2, 25]
     """
-    if acc.is_floating_point():
-        raise TypeError(f"acc must be an integer tensor, got {acc.dtype}")
+    check_integers("acc", acc)
+    check_integers("m0", m0, 0, 2**31 - 1)
+    check_integers("n", n)
     shift = 31 + n.long()
     if bool((shift < 1).any()) or bool((shift > 62).any()):
-        raise ValueError("multiplier out of range: need 2^-31 < M < 2^30")
+        raise fail("n", n, "in [-30, 31] (a multiplier 2^-31 < M < 2^30)")
     # acc < 2^31 and M0 < 2^31, so the product fits in int64.
     return (acc.long() * m0 + (1 << (shift - 1))) >> shift
 
@@ -87,27 +94,27 @@ class IntLinear(nn.Module):
         relu : bool
             Clamp the output at its zero point (a fused ReLU).
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"linear must be nn.Linear, got {type(linear).__name__}")
+        check_instance("linear", linear, nn.Linear)
         w = linear.weight.detach()
-        w_qp = w_qp or calibrate(w, QScheme(bits=8, signed=True, symmetric=True, axis=0))
+        w_qp = w_qp or choose_qparams_affine(w, QScheme(bits=8, signed=True, symmetric=True,
+                                                        axis=0))
+        check_instance("w_qp", w_qp, QParams)
         weight = w_qp.scheme
         if not (weight.symmetric and weight.signed and weight.axis in (None, 0)
                 and weight.group_size is None and weight.bits <= 8):
-            raise ValueError(f"w_qp must be signed symmetric with ≤ 8 bits, per tensor "
-                             f"or axis=0, got {weight}")
+            raise fail("w_qp", weight, "signed symmetric QParams of ≤ 8 bits, per tensor or "
+                       "axis=0")
         for name, qp in (("x_qp", x_qp), ("out_qp", out_qp)):
             if not isinstance(qp, QParams) or qp.scheme.axis is not None or qp.bits > 8:
-                raise ValueError(f"{name} must be per-tensor QParams of ≤ 8 bits")
+                raise fail(name, qp, "per-tensor QParams of ≤ 8 bits")
         s_acc = (x_qp.scale.double() * w_qp.scale.double()).reshape(-1)  # S₁·S₂ per row
         bias = linear.bias.detach() if linear.bias is not None else torch.zeros(w.shape[0])
         q_b = torch.round(bias.double() / s_acc).to(torch.int32)
         m0, n = quantize_multiplier(s_acc / out_qp.scale.double())
-        return cls(quantize(w, w_qp), q_b, int(x_qp.zero_point), m0, n, out_qp, relu)
+        return cls(quantize_affine(w, w_qp), q_b, int(x_qp.zero_point), m0, n, out_qp, relu)
 
     def forward(self, q_x: Tensor) -> Tensor:
-        if q_x.is_floating_point():
-            raise TypeError(f"q_x must be an integer tensor, got {q_x.dtype}")
+        check_integers("q_x", q_x)
         acc = (q_x.to(torch.int32) - self.x_zero_point) @ self.q_w.to(torch.int32).T + self.q_b
         q_y = int(self.out_qp.zero_point) + requantize(acc, self.m0, self.n)
         low = int(self.out_qp.zero_point) if self.relu else self.out_qp.q_min
@@ -128,7 +135,8 @@ class IntMLP(nn.Module):
 
     def forward_int(self, x: Tensor) -> list[Tensor]:
         """Integer outputs of every layer for float input `x`."""
-        q = quantize(x.flatten(1), self.x_qp)
+        check_weight(x, "x")
+        q = quantize_affine(x.flatten(1), self.x_qp)
         outs = []
         for layer in self.layers:
             q = layer(q)
@@ -146,16 +154,16 @@ def int_mlp(model: nn.Module, calibration: Tensor, bits: int = 8) -> IntMLP:
     Each layer's input parameters come from its `FakeQuantLayer`; the logits' (signed,
     affine, `bits` bits) are calibrated on `calibration`.
     """
-    from levers.qmodel import FakeQuantLayer  # qmodel is the model-level layer above this one
-
+    check_instance("model", model)
+    check_weight(calibration, "calibration")
     layers = list(model.layers()) if hasattr(model, "layers") else []
     if not layers or not all(isinstance(m, FakeQuantLayer) and m.act_qp is not None
                              and isinstance(m.layer, nn.Linear) for m in layers):
-        raise ValueError("model must be an MLP whose layers were fake-quantized by quantize_")
+        raise fail("model", model, "an MLP whose layers were fake-quantized by quantize_")
     with torch.no_grad():
         logits = model(calibration)
     out_qps = [m.act_qp for m in layers[1:]] + [
-        calibrate(logits, QScheme(bits=bits, signed=True, symmetric=False))]
+        choose_qparams_affine(logits, QScheme(bits=bits, signed=True, symmetric=False))]
     int_layers = [
         IntLinear.from_float(m.layer, m.act_qp, out_qp,
                              m.weight_qparams() if m.config.weight is not None else None,
@@ -165,6 +173,16 @@ def int_mlp(model: nn.Module, calibration: Tensor, bits: int = 8) -> IntMLP:
 
 
 def lsb_error(q: Tensor, q_ref: Tensor) -> int:
-    """Largest difference, in integer steps (LSB), between two integer tensors."""
+    """Largest difference, in integer steps (LSB), between two integer tensors.
+
+    Examples
+    --------
+    >>> lsb_error(torch.tensor([3, -1, 7]), torch.tensor([3, 0, 5]))
+    2
+    """
+    check_integers("q", q)
+    check_integers("q_ref", q_ref)
+    if q.shape != q_ref.shape:
+        raise fail("q_ref", q_ref, f"a tensor of the shape of q, {tuple(q.shape)}")
     return int((q.long() - q_ref.long()).abs().max()) if q.numel() else 0
 

@@ -15,18 +15,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from levers._checks import check_instance, check_int, check_weight, fail
+
 
 @dataclass(frozen=True, eq=False)
 class Codebook:
-    """Shared weights: ``centroids`` (2ᵇ float32 values) and one index per weight."""
+    """Shared weights: ``centroids`` (2ᵇ float32 values) and one index per weight.
+
+    Its size in bytes is `levers.encode.codebook_bytes`.
+    """
 
     centroids: Tensor
     indices: Tensor
     bits: int
-
-    def nbytes(self) -> int:
-        """Payload bytes: the float32 codebook plus b bits per index, rounded up to bytes."""
-        return self.centroids.numel() * 4 + (self.indices.numel() * self.bits + 7) // 8
 
 
 def kmeans_quantize(w: Tensor, bits: int, iters: int = 30) -> Codebook:
@@ -52,16 +53,11 @@ def kmeans_quantize(w: Tensor, bits: int, iters: int = 30) -> Codebook:
     >>> [round(c, 2) for c in cb.centroids.tolist()], cb.indices.tolist()
     ([0.05, 0.95], [0, 0, 1, 1])
     """
-    if not isinstance(w, Tensor) or not w.is_floating_point():
-        raise TypeError(f"w must be a floating-point tensor, got {type(w).__name__}")
-    if not bool(torch.isfinite(w).all()):
-        raise ValueError("w must be finite (no NaN/inf)")
+    check_weight(w)
     if w.numel() == 0:
-        raise ValueError("w must not be empty")
-    if type(bits) is not int or not 1 <= bits <= 8:
-        raise ValueError(f"bits must be an int in [1, 8], got {bits!r}")
-    if type(iters) is not int or iters < 1:
-        raise ValueError(f"iters must be a positive int, got {iters!r}")
+        raise fail("w", w, "a non-empty tensor")
+    check_int("bits", bits, 1, 8)
+    check_int("iters", iters, 1)
     x = w.detach().reshape(-1).float()
     k = 2**bits
     centroids = torch.linspace(float(x.min()), float(x.max()), k)
@@ -88,6 +84,5 @@ def kmeans_dequantize(codebook: Codebook) -> Tensor:
     >>> [round(v, 2) for v in kmeans_dequantize(cb).tolist()]
     [0.05, 0.05, 0.95, 0.95]
     """
-    if not isinstance(codebook, Codebook):
-        raise TypeError(f"codebook must be a Codebook, got {type(codebook).__name__}")
+    check_instance("codebook", codebook, Codebook)
     return codebook.centroids[codebook.indices.long()]

@@ -1,8 +1,10 @@
-"""Prediction-quality metrics and sparsity measures, each from its definition.
+"""What a lever changes, measured from its definition: prediction quality, error, sparsity.
 
 Every classification metric here is computed from the confusion matrix ``C[true, predicted]``,
 so TP + FP + FN + TN always equals the number of samples, and a metric can be recomputed by hand
-from the matrix printed next to it.
+from the matrix printed next to it. Labels may have any integer dtype. Sparsity is counted in one
+place, `sparsity` (exact zeros over entries); `weight_sparsity` and `activation_sparsity` apply
+it to a model's weights and to its hidden activations.
 """
 
 from __future__ import annotations
@@ -10,18 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-
-def _labels(name: str, t: Tensor) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 1 or t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"{name} must be a 1-D integer tensor of class labels, "
-                         f"got {t.dtype} {tuple(t.shape)}")
-    if len(t) and int(t.min()) < 0:
-        raise ValueError(f"{name} must hold non-negative class labels, found {int(t.min())}")
-    return t.long()
+from levers._checks import check_instance, check_tensor, check_weight, fail
+from levers._checks import check_labels as _labels
+from levers.models import MLP
+from levers.prune import prunable
 
 
 def confusion_matrix(y_true: Tensor, y_pred: Tensor, n_classes: int | None = None) -> Tensor:
@@ -38,7 +34,7 @@ def confusion_matrix(y_true: Tensor, y_pred: Tensor, n_classes: int | None = Non
                          f"got {len(y_true)} and {len(y_pred)}")
     if n_classes is not None and (not isinstance(n_classes, int) or isinstance(n_classes, bool)
                                   or n_classes < 0):
-        raise ValueError(f"n_classes must be None or a non-negative int, got {n_classes!r}")
+        raise fail("n_classes", n_classes, "None or a non-negative int")
     seen = int(max(y_true.max(), y_pred.max())) + 1 if len(y_true) else 0
     n = seen if n_classes is None else n_classes
     if n < seen:
@@ -113,8 +109,8 @@ def accuracy(y_true: Tensor, y_pred: Tensor) -> float:
 
 def mse(a: Tensor, b: Tensor) -> float:
     """Mean squared error between two tensors of the same shape."""
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
-        raise TypeError("a and b must be torch.Tensors")
+    check_tensor("a", a)
+    check_tensor("b", b)
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"a and b must have the same non-empty shape, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
@@ -137,13 +133,91 @@ def cross_entropy(logits: Tensor, y: Tensor) -> float:
 
 def density(t: Tensor) -> float:
     """Fraction of entries that are not exactly zero (the L0 "norm" divided by the size)."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor("t", t)
     if t.numel() == 0:
         raise ValueError("density of an empty tensor is undefined")
     return int(torch.count_nonzero(t)) / t.numel()
 
 
 def sparsity(t: Tensor) -> float:
-    """Fraction of entries that are exactly zero: 1 − density. Small non-zeros do not count."""
+    """Fraction of entries that are exactly zero: 1 − density. Small non-zeros do not count.
+
+    Examples
+    --------
+    >>> sparsity(torch.tensor([0.0, 1e-9, 0.0, 2.0]))
+    0.5
+    """
     return 1.0 - density(t)
+
+
+def weight_sparsity(model: nn.Module) -> dict[str, float]:
+    """`sparsity` of each `levers.prune.prunable` weight, and ``"total"`` over all of them.
+
+    Examples
+    --------
+    >>> model = MLP((2, 2))
+    >>> with torch.no_grad():
+    ...     _ = model.fc1.weight.copy_(torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+    >>> weight_sparsity(model)
+    {'fc1.weight': 0.75, 'total': 0.75}
+    """
+    weights = {k: w.detach() for k, w in prunable(model).items()}
+    if not weights:
+        raise fail("model", model, "a model with at least one Linear or Conv layer")
+    out = {k: sparsity(w) for k, w in weights.items()}
+    out["total"] = sparsity(torch.cat([w.flatten() for w in weights.values()]))
+    return out
+
+
+@torch.no_grad()
+def activation_sparsity(model: MLP, x: Tensor) -> dict[str, float]:
+    """`sparsity` of each hidden ReLU output of a `levers.models.MLP` on inputs `x`.
+
+    Returns
+    -------
+    dict of str to float
+        Keyed by the layer whose output the ReLU follows (``"fc1"``, ``"fc2"``, …).
+
+    Examples
+    --------
+    >>> model = MLP((2, 2, 1))
+    >>> with torch.no_grad():
+    ...     _ = model.fc1.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+    ...     _ = model.fc1.bias.zero_()
+    >>> activation_sparsity(model, torch.tensor([[1.0, 5.0]]))
+    {'fc1': 0.5}
+    """
+    check_instance("model", model, MLP)
+    check_weight(x, name="x")
+    names = [f"fc{i}" for i in range(1, len(model.sizes) - 1)]
+    out: dict[str, float] = {}
+    handles = [getattr(model, name).register_forward_hook(
+        lambda _m, _i, y, name=name: out.__setitem__(name, sparsity(torch.relu(y))))
+        for name in names]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)  # measuring must not switch a model out of training
+    return out
+
+
+def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
+    """Signal-to-quantization-noise ratio 10·log10(Σx² / Σ(x − x̂)²), in dB.
+
+    Examples
+    --------
+    >>> round(sqnr_db(torch.tensor([1.0, -1.0]), torch.tensor([0.9, -1.1])), 1)
+    20.0
+    """
+    check_weight(x, name="x")
+    check_weight(x_hat, name="x_hat")
+    if x.shape != x_hat.shape:
+        raise fail("x_hat", x_hat, f"a tensor of the shape of x, {tuple(x.shape)}")
+    noise = (x.double() - x_hat.double()).pow(2).sum()
+    if noise == 0:
+        return float("inf")
+    return float(10 * torch.log10(x.double().pow(2).sum() / noise))

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from levers._checks import check_bool, check_instance
+
 
 class MLP(nn.Module):
     """A ReLU multilayer perceptron with layers named ``fc1, fc2, …``.
@@ -98,8 +100,8 @@ def count_params(model: nn.Module, nonzero: bool = False) -> int:
     >>> count_params(LeNet300100())
     266610
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_instance("model", model)
+    check_bool("nonzero", nonzero)
     if nonzero:
         return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))
     return int(sum(p.numel() for p in model.parameters()))

@@ -1,12 +1,14 @@
-"""Uniform quantization: r = S·(q − Z), its parameters, calibration and fake quantization.
+"""Uniform (affine) quantization: r = S·(q − Z), its parameters and its primitives.
 
-The primitives follow torchao's split: choose the parameters (`choose_qparams`, or `calibrate`
-to pick the range from data), then `quantize` (real → integer), `dequantize` (integer → real) and
-`fake_quantize` (both at once, in floating point, with a straight-through gradient).
+The primitives carry torchao's names: choose the parameters for a range
+(`choose_qparams_affine_with_min_max`; `levers.calibration.choose_qparams_affine` picks the range
+from data), then `quantize_affine` (real → integer), `dequantize_affine` (integer → real) and
+`fake_quantize_affine` (both at once, in floating point, with a straight-through gradient).
 
-A scheme (`QScheme`) says how: bits, signed or unsigned integers, symmetric or affine range, and
-granularity — one scale for the whole tensor, one per channel (``axis``), or one per group of
-``group_size`` consecutive values inside each channel. Parameters (`QParams`) add the numbers:
+A scheme (`QScheme`) says how: the integer format (`levers.formats.IntFormat`, the one place
+integer ranges are defined), symmetric or affine range, and granularity — one scale for the
+whole tensor, one per channel (``axis``), or one per group of ``group_size`` consecutive values
+inside each channel. Parameters (`QParams`) add the numbers:
 the scale S (the step Δ) and the zero point Z, one per block.
 
 Both range conventions give Δ = (β − α) / (2ᵇ − 1): affine maps [α, β] (widened to contain 0,
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from levers._checks import check_bool, check_integers, check_tensor, check_weight, fail
+from levers.formats import IntFormat
+
 #: Smallest scale we choose: the fallback for a zero-range tensor, block or channel.
 SCALE_FLOOR: float = torch.finfo(torch.float32).eps
-
-METHODS = ("minmax", "percentile", "mse")
 
 
 @dataclass(frozen=True)
@@ -62,32 +65,35 @@ class QScheme:
 
     def __post_init__(self) -> None:
         if type(self.bits) is not int or not 1 <= self.bits <= 16:
-            raise ValueError(f"bits must be an int in [1, 16], got {self.bits!r}")
-        for name in ("signed", "symmetric"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            raise fail("bits", self.bits, "an int in [1, 16]")
+        check_bool("signed", self.signed)
+        check_bool("symmetric", self.symmetric)
         if self.axis is not None and type(self.axis) is not int:
-            raise TypeError(f"axis must be an int or None, got {self.axis!r}")
+            raise fail("axis", self.axis, "an int or None")
         if self.group_size is not None:
             if self.axis is None:
-                raise ValueError("group_size needs a channel axis; got axis=None")
+                raise fail("group_size", self.group_size, "None when axis is None (groups "
+                           "lie inside a channel)")
             if type(self.group_size) is not int or self.group_size < 1:
-                raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
+                raise fail("group_size", self.group_size, "a positive int or None")
+
+    @property
+    def int_format(self) -> IntFormat:
+        """The integers the values map to: `levers.formats.IntFormat` of `bits`, `signed`."""
+        return IntFormat(self.bits, self.signed)
 
     @property
     def q_min(self) -> int:
-        return -(2 ** (self.bits - 1)) if self.signed else 0
+        return self.int_format.min
 
     @property
     def q_max(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+        return self.int_format.max
 
     @property
     def dtype(self) -> torch.dtype:
         """Smallest PyTorch integer type that holds [q_min, q_max]."""
-        if self.bits <= 8:
-            return torch.int8 if self.signed else torch.uint8
-        return torch.int16 if self.signed else torch.int32
+        return self.int_format.torch_dtype
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,13 +109,15 @@ class QParams:
     scheme: QScheme
 
     def __post_init__(self) -> None:
-        if not isinstance(self.scale, Tensor) or not isinstance(self.zero_point, Tensor):
-            raise TypeError("scale and zero_point must be tensors")
+        check_tensor("scale", self.scale)
+        check_tensor("zero_point", self.zero_point)
+        if not isinstance(self.scheme, QScheme):
+            raise fail("scheme", self.scheme, "a QScheme")
         if self.scale.shape != self.zero_point.shape:
-            raise ValueError(f"scale shape {tuple(self.scale.shape)} != zero_point shape "
-                             f"{tuple(self.zero_point.shape)}")
+            raise fail("zero_point", self.zero_point,
+                       f"a tensor of the shape of scale, {tuple(self.scale.shape)}")
         if not bool(torch.isfinite(self.scale).all()) or bool((self.scale <= 0).any()):
-            raise ValueError(f"scale must be finite and > 0, got min {self.scale.min().item()!r}")
+            raise fail("scale", self.scale, "finite and > 0 everywhere")
 
     @property
     def q_min(self) -> int:
@@ -124,28 +132,33 @@ class QParams:
         return self.scheme.bits
 
 
-def _check_float(x: Tensor, name: str = "x") -> None:
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {type(x).__name__}"
-                        + (f" of dtype {x.dtype}" if isinstance(x, Tensor) else ""))
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite; it has {int((~torch.isfinite(x)).sum())} "
-                         "NaN/inf values")
+def check_scheme(scheme: object, name: str = "scheme") -> None:
+    """Raise unless `scheme` is a `QScheme` (a bit width or a name is not enough)."""
+    if not isinstance(scheme, QScheme):
+        raise fail(name, scheme, "a levers.quant.QScheme, e.g. QScheme(bits=8)")
 
 
 def blocks(x: Tensor, scheme: QScheme) -> Tensor:
-    """View `x` as rows that share one scale: [1, n], [C, n/C] or [C·G, group_size]."""
+    """View `x` as rows that share one scale: [1, n], [C, n/C] or [C·G, group_size].
+
+    Examples
+    --------
+    >>> blocks(torch.zeros(4, 6), QScheme(axis=0, group_size=3)).shape
+    torch.Size([8, 3])
+    """
+    check_tensor("x", x)
+    check_scheme(scheme)
     if scheme.axis is None:
         return x.reshape(1, -1)
     if not -x.dim() <= scheme.axis < x.dim():
-        raise ValueError(f"axis must be in [{-x.dim()}, {x.dim() - 1}] for a {x.dim()}-D "
-                         f"tensor, got {scheme.axis}")
+        raise fail("scheme.axis", scheme.axis, f"in [{-x.dim()}, {x.dim() - 1}] for a "
+                   f"{x.dim()}-D tensor")
     rows = x.movedim(scheme.axis, 0).reshape(x.shape[scheme.axis], -1)
     if scheme.group_size is None:
         return rows
     if rows.shape[1] % scheme.group_size:
-        raise ValueError(f"group_size must divide the {rows.shape[1]} values per channel, "
-                         f"got {scheme.group_size}")
+        raise fail("scheme.group_size", scheme.group_size,
+                   f"a divisor of the {rows.shape[1]} values per channel")
     return rows.reshape(-1, scheme.group_size)
 
 
@@ -156,14 +169,7 @@ def _unblocks(b: Tensor, like: Tensor, scheme: QScheme) -> Tensor:
     return b.reshape(moved).movedim(0, scheme.axis)
 
 
-def _param_shape(x: Tensor, scheme: QScheme) -> tuple[int, ...]:
-    if scheme.axis is None:
-        return ()
-    c = x.shape[scheme.axis]
-    return (c,) if scheme.group_size is None else (c, x.numel() // c // scheme.group_size)
-
-
-def choose_qparams(lo: Tensor, hi: Tensor, scheme: QScheme) -> QParams:
+def choose_qparams_affine_with_min_max(lo: Tensor, hi: Tensor, scheme: QScheme) -> QParams:
     """Scale and zero point that map the range [lo, hi] (per block) onto the integer grid.
 
     Parameters
@@ -182,18 +188,18 @@ def choose_qparams(lo: Tensor, hi: Tensor, scheme: QScheme) -> QParams:
     Examples
     --------
     >>> uint8 = QScheme(signed=False, symmetric=False)
-    >>> qp = choose_qparams(torch.tensor(0.0), torch.tensor(1.0), uint8)
+    >>> qp = choose_qparams_affine_with_min_max(torch.tensor(0.0), torch.tensor(1.0), uint8)
     >>> round(qp.scale.item() * 255, 6), qp.zero_point.item()
     (1.0, 0)
     """
-    lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+    check_weight(lo, "lo")
+    check_weight(hi, "hi")
+    check_scheme(scheme)
+    lo, hi = lo.to(torch.float32), hi.to(torch.float32)
     if lo.shape != hi.shape:
-        raise ValueError(f"lo and hi must have the same shape, got {tuple(lo.shape)} and "
-                         f"{tuple(hi.shape)}")
-    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-        raise ValueError("lo and hi must be finite")
+        raise fail("hi", hi, f"a tensor of the shape of lo, {tuple(lo.shape)}")
     if bool((lo > hi).any()):
-        raise ValueError("lo must be <= hi in every block")
+        raise fail("lo", lo, "<= hi in every block")
     steps = float(scheme.q_max - scheme.q_min)
     if scheme.symmetric:
         a = torch.maximum(lo.abs(), hi.abs())
@@ -208,79 +214,13 @@ def choose_qparams(lo: Tensor, hi: Tensor, scheme: QScheme) -> QParams:
     return QParams(scale.to(torch.float32), zero_point, scheme)
 
 
-def _reduce_ranges(x: Tensor, scheme: QScheme, method: str, percentile: float,
-                   grid: int) -> tuple[Tensor, Tensor]:
-    rows = blocks(x.detach().float(), scheme)
-    if method == "minmax":
-        return rows.amin(1), rows.amax(1)
-    if method == "percentile":
-        # Order statistics (kthvalue) rather than torch.quantile, which caps the input size.
-        n = rows.shape[1]
-        k = min(n, max(1, round(percentile / 100 * n)))
-        return rows.kthvalue(n - k + 1, dim=1).values, rows.kthvalue(k, dim=1).values
-    # MSE: shrink the min-max range by c ∈ (0, 1] and keep, per block, the c with least error.
-    lo0, hi0 = rows.amin(1), rows.amax(1)
-    best_err = torch.full_like(lo0, float("inf"))
-    best_lo, best_hi = lo0.clone(), hi0.clone()
-    flat = QScheme(scheme.bits, scheme.signed, scheme.symmetric, axis=0)
-    for c in torch.linspace(1.0 / grid, 1.0, grid):
-        qp = choose_qparams(lo0 * c, hi0 * c, flat)
-        err = (_fake(rows, qp) - rows).pow(2).mean(1)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_lo, best_hi = torch.where(better, lo0 * c, best_lo), torch.where(better, hi0 * c,
-                                                                            best_hi)
-    return best_lo, best_hi
-
-
-def calibrate(x: Tensor, scheme: QScheme, method: str = "minmax", percentile: float = 99.99,
-              grid: int = 100) -> QParams:
-    """Choose the range from data, then its scale and zero point (torchao's choose_qparams_affine).
-
-    Parameters
-    ----------
-    x : Tensor
-        Calibration data (weights, or a batch of activations).
-    scheme : QScheme
-    method : {"minmax", "percentile", "mse"}
-        minmax: the extremes (no clipping). percentile: the ``percentile``-th and
-        (100 − ``percentile``)-th percentiles (clips outliers). mse: the shrunken min-max range,
-        out of ``grid`` candidates, whose fake quantization has the least squared error.
-    percentile : float
-        In (50, 100], for method="percentile".
-    grid : int
-        Number of candidate ranges for method="mse".
-
-    Returns
-    -------
-    QParams
-
-    Examples
-    --------
-    >>> calibrate(torch.tensor([-1.0, 0.5, 2.0]), QScheme(bits=8)).zero_point.item()
-    0
-    """
-    _check_float(x)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not 50 < percentile <= 100:
-        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
-    if not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"grid must be a positive int, got {grid!r}")
-    if x.numel() == 0:
-        raise ValueError("x must not be empty")
-    lo, hi = _reduce_ranges(x, scheme, method, percentile, grid)
-    shape = _param_shape(x, scheme)
-    return choose_qparams(lo.reshape(shape), hi.reshape(shape), scheme)
-
-
 def _check_params(x: Tensor, qp: QParams) -> None:
     if not isinstance(qp, QParams):
-        raise TypeError(f"qp must be QParams, got {type(qp).__name__}")
+        raise fail("qp", qp, "a levers.quant.QParams")
     n = blocks(x, qp.scheme).shape[0]
     if qp.scale.numel() != n:
-        raise ValueError(f"qp has {qp.scale.numel()} scales but x has {n} blocks under "
-                         f"{qp.scheme}")
+        raise fail("qp", qp.scale, f"QParams with one scale per block of x ({n} under "
+                   f"{qp.scheme})")
 
 
 def _round(rows: Tensor, qp: QParams) -> tuple[Tensor, Tensor, Tensor]:
@@ -292,40 +232,34 @@ def _round(rows: Tensor, qp: QParams) -> tuple[Tensor, Tensor, Tensor]:
     return torch.round(rows * (1.0 / s)) + z, s, z
 
 
-def _fake(rows: Tensor, qp: QParams) -> Tensor:
-    q, s, z = _round(rows, qp)
-    return (q.clamp(qp.q_min, qp.q_max) - z) * s
-
-
-def quantize(x: Tensor, qp: QParams) -> Tensor:
+def quantize_affine(x: Tensor, qp: QParams) -> Tensor:
     """Map real values to integers: q = clamp(round(x / S) + Z, q_min, q_max).
 
     Values outside the representable range saturate; that is the clipping error.
 
     Examples
     --------
-    >>> qp = choose_qparams(torch.tensor(-1.0), torch.tensor(1.0), QScheme(bits=8))
-    >>> quantize(torch.tensor([-2.0, 0.0, 0.5, 3.0]), qp).tolist()
+    >>> qp = choose_qparams_affine_with_min_max(torch.tensor(-1.0), torch.tensor(1.0), QScheme())
+    >>> quantize_affine(torch.tensor([-2.0, 0.0, 0.5, 3.0]), qp).tolist()
     [-128, 0, 64, 127]
     """
-    _check_float(x)
+    check_weight(x, "x")
     _check_params(x, qp)
     q, _, _ = _round(blocks(x, qp.scheme), qp)
     return _unblocks(q.clamp(qp.q_min, qp.q_max), x, qp.scheme).to(qp.scheme.dtype)
 
 
-def dequantize(q: Tensor, qp: QParams) -> Tensor:
+def dequantize_affine(q: Tensor, qp: QParams) -> Tensor:
     """Map integers back to reals: r = S·(q − Z), as float32.
 
     Examples
     --------
-    >>> qp = choose_qparams(torch.tensor(-1.0), torch.tensor(1.0), QScheme(bits=8))
-    >>> r = dequantize(torch.tensor([-2, 0, 2], dtype=torch.int8), qp)
+    >>> qp = choose_qparams_affine_with_min_max(torch.tensor(-1.0), torch.tensor(1.0), QScheme())
+    >>> r = dequantize_affine(torch.tensor([-2, 0, 2], dtype=torch.int8), qp)
     >>> torch.equal(r, torch.tensor([-2.0, 0.0, 2.0]) * qp.scale)
     True
     """
-    if not isinstance(q, Tensor) or q.is_floating_point() or q.is_complex():
-        raise TypeError(f"q must be an integer tensor, got {getattr(q, 'dtype', type(q))}")
+    check_integers("q", q)
     _check_params(q, qp)
     rows = blocks(q, qp.scheme).float()
     r = (rows - qp.zero_point.reshape(-1, 1).float()) * qp.scale.reshape(-1, 1)
@@ -349,7 +283,7 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         return grad * inside, None
 
 
-def fake_quantize(x: Tensor, qp: QParams) -> Tensor:
+def fake_quantize_affine(x: Tensor, qp: QParams) -> Tensor:
     """Quantize and dequantize in floating point, with a straight-through gradient.
 
     Equals ``torch.fake_quantize_per_tensor_affine`` / ``..._per_channel_affine`` bit for bit.
@@ -357,28 +291,9 @@ def fake_quantize(x: Tensor, qp: QParams) -> Tensor:
     Examples
     --------
     >>> qp = QParams(torch.tensor(0.5), torch.tensor(0, dtype=torch.int32), QScheme(bits=4))
-    >>> fake_quantize(torch.tensor([0.25, 0.3, 0.75, 9.0]), qp).tolist()  # ties to even
+    >>> fake_quantize_affine(torch.tensor([0.25, 0.3, 0.75, 9.0]), qp).tolist()  # ties to even
     [0.0, 0.5, 1.0, 3.5]
     """
-    _check_float(x)
+    check_weight(x, "x")
     _check_params(x, qp)
     return _FakeQuantizeSTE.apply(x, qp)
-
-
-def sqnr_db(x: Tensor, x_hat: Tensor) -> float:
-    """Signal-to-quantization-noise ratio 10·log10(Σx² / Σ(x − x̂)²), in dB.
-
-    Examples
-    --------
-    >>> round(sqnr_db(torch.tensor([1.0, -1.0]), torch.tensor([0.9, -1.1])), 1)
-    20.0
-    """
-    _check_float(x)
-    _check_float(x_hat, "x_hat")
-    if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and "
-                         f"{tuple(x_hat.shape)}")
-    noise = (x.double() - x_hat.double()).pow(2).sum()
-    if noise == 0:
-        return float("inf")
-    return float(10 * torch.log10(x.double().pow(2).sum() / noise))

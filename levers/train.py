@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from levers._checks import check_instance, check_int, check_labels, check_real, check_tensor, fail
 from levers.data import Split
 
 
@@ -39,28 +40,32 @@ def show_progress() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def _check_xy(x: Tensor, y: Tensor) -> None:
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+def _check_xy(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -> Tensor:
+    """Check inputs and labels (any integer dtype, as `levers.metrics`); return y as int64."""
+    check_tensor(x_name, x)
     if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if y.dtype != torch.int64 or y.dim() != 1:
-        raise ValueError(f"y must be a 1-D int64 tensor of labels, got {y.dtype} {tuple(y.shape)}")
+        raise fail(x_name, x, "a floating-point tensor")
+    y = check_labels(y_name, y)
     if len(x) != len(y):
-        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        raise fail(y_name, y, f"as long as {x_name} ({len(x)} samples)")
+    return y
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """Logits of `model` on `x`, computed in evaluation mode in batches."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    """Logits of `model` on `x`, computed in evaluation mode in batches.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> predict(MLP((4, 3)), torch.zeros(5, 4), batch_size=2).shape
+    torch.Size([5, 3])
+    """
+    check_instance("model", model)
+    check_tensor("x", x)
     if x.dim() == 0 or len(x) == 0:
-        raise ValueError(f"x must hold at least one sample, got shape {tuple(x.shape)}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise fail("x", x, "a tensor holding at least one sample")
+    check_int("batch_size", batch_size, 1)
     model.eval()
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -75,7 +80,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> float:
     >>> 0.0 <= evaluate(LeNet300100(), x, y) <= 1
     True
     """
-    _check_xy(x, y)
+    y = _check_xy(x, y)
     return float((predict(model, x).argmax(1) == y).float().mean())
 
 
@@ -109,37 +114,38 @@ def fit(model: nn.Module, split: Split, epochs: int = 10, lr: float = 0.1,
     -------
     History
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a levers.data.Split, got {type(split).__name__}")
-    _check_xy(split.x_train, split.y_train)
-    _check_xy(split.x_test, split.y_test)
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_instance("model", model)
+    check_instance("split", split, Split)
+    y_train = _check_xy(split.x_train, split.y_train, "split.x_train", "split.y_train")
+    _check_xy(split.x_test, split.y_test, "split.x_test", "split.y_test")
+    check_int("epochs", epochs, 0)
+    check_real("lr", lr, open_low=True)
+    check_int("batch_size", batch_size, 1)
+    check_real("momentum", momentum)
+    check_real("weight_decay", weight_decay)
+    for name, fn in (("loss_fn", loss_fn), ("transform", transform), ("after_step", after_step)):
+        if fn is not None and not callable(fn):
+            raise fail(name, fn, "a callable or None")
+    check_int("seed", seed, 0)
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                               weight_decay=weight_decay)
     elif optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        raise fail("optimizer", optimizer, "one of ('sgd', 'adam')")
     loss_fn = loss_fn or nn.functional.cross_entropy
     forward = transform or (lambda m, x: m(x))
     generator = torch.Generator().manual_seed(seed)
     history = History()
-    n = len(split.y_train)
+    n = len(y_train)
     for _ in tqdm(range(epochs), desc=desc, disable=not show_progress(), leave=False):
         model.train()
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
-            loss = loss_fn(forward(model, split.x_train[idx]), split.y_train[idx])
+            loss = loss_fn(forward(model, split.x_train[idx]), y_train[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

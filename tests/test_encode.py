@@ -1,12 +1,17 @@
 """Tests of levers.encode: round trips, sizes equal to the formulas, agreement with torch CSR."""
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from levers import encode
+from levers.encode import export, pack_bits, saved_bytes, unpack_bits
 from levers.models import LeNet300100
+from levers.qmodel import QuantConfig, quantize_
+from levers.quant import QScheme
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -99,3 +104,43 @@ def test_compression_ratio():
 def test_bad_input_gets_a_clear_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# --- quantized values: bit packing and model export -----------------------------------------
+
+
+def _images(n=16, seed=0):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 7, 8, 12])
+def test_pack_unpack_round_trip_and_size(bits):
+    q = torch.randint(0, 2**bits, (1001,), generator=torch.Generator().manual_seed(bits))
+    packed = pack_bits(q, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == (1001 * bits + 7) // 8
+    assert torch.equal(unpack_bits(packed, bits, 1001), q)
+    with pytest.raises(ValueError, match=r"q must hold values in \[0, "):
+        pack_bits(torch.tensor([2**bits]), bits)
+
+
+def test_export_bytes_shrink_with_bits():
+    model = LeNet300100()
+    fp32 = saved_bytes(model.state_dict())
+    sizes = {b: saved_bytes(export(quantize_(copy.deepcopy(model),
+                                                  QuantConfig(weight=QScheme(b, axis=0)),
+                                                  _images())))
+             for b in (8, 4, 2)}
+    assert 3.8 < fp32 / sizes[8] < 4.0
+    assert sizes[8] > sizes[4] > sizes[2]
+    assert fp32 / sizes[2] > 12
+
+
+def test_export_decodes_to_the_fake_quantized_weights():
+    model = quantize_(LeNet300100(), QuantConfig(weight=QScheme(3, axis=0)), _images())
+    state = export(model)
+    qp = model.fc2.weight_qparams()
+    n = model.fc2.layer.weight.numel()
+    q = unpack_bits(state["fc2.weight_packed"], 3, n).reshape(100, 300) + qp.q_min
+    decoded = (q - state["fc2.weight_zero_point"][:, None]) * state["fc2.weight_scale"][:, None]
+    assert torch.equal(decoded.float(), model.fc2.quantized_weight().detach())
+    assert "fc1.weight" not in state and "fc1.bias" in state

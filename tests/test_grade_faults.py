@@ -227,7 +227,7 @@ def test_the_kernel_sees_only_the_levers_package_of_the_repository(tmp_path):
     status, out = grade(tmp_path, MINILAB, attack)
     assert status == 0
     text = feedback_text(out, "read_repository")
-    listing = eval(text.split("listing ")[1].split("\n")[0])  # noqa: S307 - our own print
+    listing = eval(text.split("listing ")[1].split("\n")[0])
     assert "levers" in listing and set(listing) <= {"levers", ".venv"}
     assert "blocked tests/fixtures/grading/submissions/honest/solution_copy.ipynb" in text
     assert "blocked pyproject.toml" in text and "read levers/__init__.py True" in text

@@ -5,8 +5,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from levers.calibration import choose_qparams_affine
+from levers.encode import codebook_bytes
 from levers.kmeans import Codebook, kmeans_dequantize, kmeans_quantize
-from levers.quant import QScheme, calibrate, fake_quantize
+from levers.quant import QScheme, fake_quantize_affine
+
+
+def test_an_empty_cluster_keeps_its_centroid():
+    # Initial levels 0, 10/3, 20/3, 10: the middle two attract no weight and must stay put
+    # (setting them to 0 would break the sorted order and the midpoint assignment).
+    cb = kmeans_quantize(torch.tensor([0.0, 0.0, 0.0, 10.0]), bits=2)
+    assert cb.centroids.tolist() == torch.linspace(0.0, 10.0, 4).tolist()
+    assert cb.indices.tolist() == [0, 0, 0, 3]
+    assert torch.equal(kmeans_dequantize(cb), torch.tensor([0.0, 0.0, 0.0, 10.0]))
 
 
 @settings(max_examples=30, deadline=None)
@@ -25,7 +36,7 @@ def test_codebook_shapes_and_each_weight_takes_its_nearest_centroid(seed, bits):
 def test_kmeans_beats_uniform_on_bell_shaped_weights(bits):
     w = torch.randn(300, 100, generator=torch.Generator().manual_seed(0))
     kmeans_err = float((kmeans_dequantize(kmeans_quantize(w, bits)) - w).pow(2).mean())
-    uniform = fake_quantize(w, calibrate(w, QScheme(bits, symmetric=False)))
+    uniform = fake_quantize_affine(w, choose_qparams_affine(w, QScheme(bits, symmetric=False)))
     assert kmeans_err < float((uniform - w).pow(2).mean())
 
 
@@ -37,7 +48,7 @@ def test_exact_when_few_distinct_values_and_zero_tensor():
 
 def test_nbytes():
     cb = kmeans_quantize(torch.randn(1000), 4)
-    assert cb.nbytes() == 16 * 4 + 500
+    assert codebook_bytes(cb) == 16 * 4 + 500
 
 
 def test_bad_input():

@@ -161,15 +161,16 @@ def bad_split(small, **changes) -> Split:
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"epochs": -1}, ValueError, r"epochs must be a non-negative int, got -1"),
-    ({"epochs": 1.5}, ValueError, r"epochs must be a non-negative int, got 1.5"),
-    ({"lr": 0}, ValueError, r"lr must be positive, got 0"),
-    ({"lr": -0.1}, ValueError, r"lr must be positive, got -0.1"),
-    ({"lr": float("nan")}, ValueError, r"lr must be positive, got nan"),
-    ({"batch_size": 0}, ValueError, r"batch_size must be a positive int, got 0"),
-    ({"batch_size": 32.0}, ValueError, r"batch_size must be a positive int, got 32.0"),
-    ({"optimizer": "rmsprop"}, ValueError, r"optimizer must be 'sgd' or 'adam', got 'rmsprop'"),
-    ({"optimizer": "SGD"}, ValueError, r"optimizer must be 'sgd' or 'adam'"),
+    ({"epochs": -1}, ValueError, r"epochs must be an int >= 0, got -1"),
+    ({"epochs": 1.5}, ValueError, r"epochs must be an int >= 0, got 1.5"),
+    ({"lr": 0}, ValueError, r"lr must be a finite number > 0.0, got 0"),
+    ({"lr": -0.1}, ValueError, r"lr must be a finite number > 0.0, got -0.1"),
+    ({"lr": float("nan")}, ValueError, r"lr must be a finite number > 0.0, got nan"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be an int >= 1, got 0"),
+    ({"batch_size": 32.0}, ValueError, r"batch_size must be an int >= 1, got 32.0"),
+    ({"optimizer": "rmsprop"}, ValueError,
+     r"optimizer must be one of \('sgd', 'adam'\), got 'rmsprop'"),
+    ({"optimizer": "SGD"}, ValueError, r"optimizer must be one of \('sgd', 'adam'\)"),
 ])
 def test_fit_rejects_bad_arguments(small, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -177,25 +178,26 @@ def test_fit_rejects_bad_arguments(small, kwargs, error, match):
 
 
 def test_fit_rejects_non_module_and_non_split(small):
-    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module, got a function"):
         fit(lambda x: x, small)
-    with pytest.raises(TypeError, match=r"split must be a levers.data.Split, got tuple"):
+    with pytest.raises(TypeError, match=r"split must be a levers.data.Split, got a tuple"):
         fit(fresh(), (small.x_train, small.y_train, small.x_test, small.y_test))
 
 
 @pytest.mark.parametrize(("changes", "error", "match"), [
     (lambda s: {"y_train": s.y_train.float()}, ValueError,
-     r"y must be a 1-D int64 tensor of labels, got torch.float32"),
-    (lambda s: {"y_train": s.y_train.int()}, ValueError, r"y must be a 1-D int64.*torch.int32"),
-    (lambda s: {"y_train": s.y_train[:, None]}, ValueError, r"y must be .*\(300, 1\)"),
+     r"split.y_train must be a tensor of an integer dtype.*got a torch.float32 tensor"),
+    (lambda s: {"y_train": s.y_train.bool()}, ValueError, r"split.y_train must be .*torch.bool"),
+    (lambda s: {"y_train": s.y_train[:, None]}, ValueError,
+     r"split.y_train must be a 1-D tensor.*\(300, 1\)"),
     (lambda s: {"x_train": (s.x_train * 255).to(torch.uint8)}, TypeError,
-     r"x must be a floating-point tensor, got torch.uint8"),
+     r"split.x_train must be a floating-point tensor, got a torch.uint8 tensor"),
     (lambda s: {"x_train": s.x_train[:10]}, ValueError,
-     r"x and y must have the same length, got 10 and 300"),
+     r"split.y_train must be as long as split.x_train \(10 samples\), got"),
     (lambda s: {"x_train": s.x_train.numpy()}, TypeError,
-     r"x and y must be tensors, got ndarray and Tensor"),
+     r"split.x_train must be a torch.Tensor, got a ndarray"),
     (lambda s: {"y_test": s.y_test[:3]}, ValueError,
-     r"x and y must have the same length, got 50 and 3"),
+     r"split.y_test must be as long as split.x_test \(50 samples\)"),
 ])
 def test_fit_rejects_bad_split_contents(small, changes, error, match):
     with pytest.raises(error, match=match):
@@ -280,15 +282,18 @@ def test_evaluate_counts_correct_predictions():
 
 
 @pytest.mark.parametrize(("x", "y", "error", "match"), [
-    (torch.eye(3), torch.tensor([0.0, 1.0, 2.0]), ValueError, r"y must be a 1-D int64 tensor"),
-    (torch.eye(3), torch.tensor([[0, 1, 2]]), ValueError, r"y must be a 1-D int64 .*\(1, 3\)"),
-    (torch.eye(3), torch.tensor([0, 1]), ValueError, r"same length, got 3 and 2"),
+    (torch.eye(3), torch.tensor([0.0, 1.0, 2.0]), ValueError,
+     r"y must be a tensor of an integer dtype"),
+    (torch.eye(3), torch.tensor([[0, 1, 2]]), ValueError,
+     r"y must be a 1-D tensor of class labels.*\(1, 3\)"),
+    (torch.eye(3), torch.tensor([0, 1]), ValueError, r"y must be as long as x \(3 samples\)"),
     (torch.eye(3, dtype=torch.int64), torch.tensor([0, 1, 2]), TypeError,
-     r"x must be a floating-point tensor, got torch.int64"),
-    ([[1.0, 0, 0]], torch.tensor([0]), TypeError, r"x and y must be tensors, got list and Tensor"),
-    (torch.eye(3), [0, 1, 2], TypeError, r"x and y must be tensors, got Tensor and list"),
+     r"x must be a floating-point tensor, got a torch.int64 tensor"),
+    ([[1.0, 0, 0]], torch.tensor([0]), TypeError,
+     r"x must be a torch.Tensor, got \[\[1.0, 0, 0\]\] \(list\)"),
+    (torch.eye(3), [0, 1, 2], TypeError, r"y must be a torch.Tensor, got \[0, 1, 2\] \(list\)"),
     (torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64), ValueError,
-     r"x must hold at least one sample, got shape \(0, 3\)"),
+     r"x must be a tensor holding at least one sample, got .* shape \(0, 3\)"),
 ])
 def test_evaluate_rejects_bad_input(x, y, error, match):
     with pytest.raises(error, match=match):
@@ -313,13 +318,15 @@ def test_predict_default_batch_covers_more_than_one_batch():
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"batch_size": 0}, ValueError, r"batch_size must be a positive int, got 0"),
-    ({"batch_size": 2.0}, ValueError, r"batch_size must be a positive int, got 2.0"),
-    ({"batch_size": True}, ValueError, r"batch_size must be a positive int, got True"),
-    ({"x": [[1.0, 2.0, 3.0]]}, TypeError, r"x must be a torch.Tensor, got list"),
-    ({"x": torch.zeros(0, 3)}, ValueError, r"x must hold at least one sample"),
-    ({"x": torch.tensor(1.0)}, ValueError, r"x must hold at least one sample, got shape \(\)"),
-    ({"model": "model"}, TypeError, r"model must be a torch.nn.Module, got str"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be an int >= 1, got 0"),
+    ({"batch_size": 2.0}, ValueError, r"batch_size must be an int >= 1, got 2.0"),
+    ({"batch_size": True}, ValueError, r"batch_size must be an int >= 1, got True"),
+    ({"x": [[1.0, 2.0, 3.0]]}, TypeError,
+     r"x must be a torch.Tensor, got \[\[1.0, 2.0, 3.0\]\] \(list\)"),
+    ({"x": torch.zeros(0, 3)}, ValueError, r"x must be a tensor holding at least one sample"),
+    ({"x": torch.tensor(1.0)}, ValueError,
+     r"x must be a tensor holding at least one sample, got .* shape \(\)"),
+    ({"model": "model"}, TypeError, r"model must be a torch.nn.Module, got 'model'"),
 ])
 def test_predict_rejects_bad_input(kwargs, error, match):
     args = {"model": identity_classifier(), "x": torch.eye(3), **kwargs}

@@ -1,25 +1,33 @@
-"""Sparsity: masks, keeping them applied, and removing whole neurons.
+"""Pruning: which weights to remove (criteria and budgets), removing them, shrinking layers.
 
 A pruned weight is ``W̃ = M ⊙ W`` with a mask ``M`` of zeros and ones. Masks here are plain
 boolean tensors (``True`` = keep) that you can print, count and save; `apply_masks` writes the
-zeros into the weights, and `mask_hook` re-applies them after every optimizer step so pruned
-weights stay exactly zero during fine-tuning. Every mask that takes a budget prunes exactly
-``round(amount · n)`` entries: ties in magnitude are broken by position, never by keeping or
-dropping a whole group of equal values, so the achieved sparsity is the one you asked for.
-Structured masks remove whole neurons, and `shrink_mlp` turns them into a smaller dense model.
-The steps that make zeros during training (L1, proximal, prune and regrow) are in
-`levers.sparsify`.
+zeros into the weights. Every mask that takes a budget prunes exactly ``round(amount · n)``
+entries: ties in magnitude are broken by position, never by keeping or dropping a whole group of
+equal values, so the achieved sparsity is the one you asked for. Structured masks remove whole
+neurons, and `shrink_mlp` turns them into a smaller dense model. How masks change while a model
+trains (kept, grown on a schedule, moved by regrowth) is `levers.schedule`; penalties that make
+zeros (L1, proximal steps) are `levers.regularize`; measuring sparsity is `levers.metrics`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from levers._checks import check_amount, check_int, check_real, check_weight
-from levers.metrics import sparsity
+from levers._checks import (
+    check_amount,
+    check_choice,
+    check_generator,
+    check_instance,
+    check_int,
+    check_mapping,
+    check_real,
+    check_weight,
+    fail,
+)
 from levers.models import MLP
 
 
@@ -60,8 +68,8 @@ def magnitude_mask(w: Tensor, amount: float | None = None, *,
     """
     check_weight(w)
     if (amount is None) == (threshold is None):
-        raise ValueError(f"give exactly one of amount and threshold, got amount={amount!r} "
-                         f"and threshold={threshold!r}")
+        raise fail("amount", amount, f"given exactly when threshold is not (threshold="
+                   f"{threshold!r})")
     if threshold is not None:
         check_real("threshold", threshold)
         return w.abs() > threshold
@@ -93,8 +101,7 @@ def global_magnitude_masks(weights: Mapping[str, Tensor], amount: float) -> dict
     >>> m["a"].tolist(), m["b"].tolist()
     ([False, False], [True, True])
     """
-    if not isinstance(weights, Mapping) or len(weights) == 0:
-        raise ValueError(f"weights must be a non-empty mapping of name to tensor, got {weights!r}")
+    check_mapping("weights", weights)
     for name, w in weights.items():
         check_weight(w, name=f"weights[{name!r}]")
     check_amount(amount)
@@ -114,6 +121,7 @@ def random_mask(w: Tensor, amount: float, generator: torch.Generator | None = No
     """
     check_weight(w)
     check_amount(amount)
+    check_generator("generator", generator)
     scores = torch.rand(w.shape, generator=generator)
     return _keep_largest(scores, round(amount * w.numel()))
 
@@ -144,8 +152,9 @@ def structured_mask(w: Tensor, amount: float, dim: int = 0, p: float = 2.0) -> T
     """
     check_weight(w)
     check_amount(amount)
-    if w.dim() == 0 or not -w.dim() <= dim < w.dim():
-        raise ValueError(f"dim must index a dimension of w (shape {tuple(w.shape)}), got {dim!r}")
+    if w.dim() == 0 or isinstance(dim, bool) or not isinstance(dim, int) \
+            or not -w.dim() <= dim < w.dim():
+        raise fail("dim", dim, f"an int indexing a dimension of w (shape {tuple(w.shape)})")
     check_real("p", p, open_low=True)
     units = w.detach().movedim(dim, 0).reshape(w.shape[dim], -1)
     keep = _keep_largest(units.norm(p=p, dim=1), round(amount * w.shape[dim]))
@@ -169,10 +178,9 @@ def nm_mask(w: Tensor, n: int = 2, m: int = 4) -> Tensor:
     check_int("n", n, 1)
     check_int("m", m, 1)
     if n > m:
-        raise ValueError(f"n must be <= m (keep n of every m), got n={n} and m={m}")
+        raise fail("n", n, f"<= m={m} (keep n of every m)")
     if w.dim() == 0 or w.shape[-1] % m != 0:
-        raise ValueError(f"the last dimension of w must be a multiple of m={m}, "
-                         f"got shape {tuple(w.shape)}")
+        raise fail("w", w, f"a tensor whose last dimension is a multiple of m={m}")
     groups = w.detach().abs().reshape(-1, m)
     order = torch.argsort(groups, dim=1, descending=True, stable=True)
     keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, order[:, :n], True)
@@ -188,8 +196,7 @@ def prunable(model: nn.Module) -> dict[str, Tensor]:
     >>> list(prunable(LeNet300100()))
     ['fc1.weight', 'fc2.weight', 'fc3.weight']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_instance("model", model)
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
     return {f"{name}.weight": mod.weight for name, mod in model.named_modules()
             if isinstance(mod, kinds)}
@@ -215,10 +222,11 @@ def compute_masks(model: nn.Module, amount: float, method: str = "magnitude",
     dict of str to Tensor
         Boolean masks keyed by parameter name, for `apply_masks`.
     """
-    if method not in ("magnitude", "random"):
-        raise ValueError(f"method must be 'magnitude' or 'random', got {method!r}")
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    check_instance("model", model)
+    check_amount(amount)
+    check_choice("method", method, ("magnitude", "random"))
+    check_choice("scope", scope, ("layer", "global"))
+    check_generator("generator", generator)
     weights = prunable(model)
     if method == "random":
         weights = {k: torch.rand(w.shape, generator=generator) for k, w in weights.items()}
@@ -229,67 +237,27 @@ def compute_masks(model: nn.Module, amount: float, method: str = "magnitude",
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
-    """Write ``W ← M ⊙ W`` into `model`'s parameters, in place (masked entries become 0.0)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    """Write ``W ← M ⊙ W`` into `model`'s parameters, in place (masked entries become 0.0).
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> model = MLP((2, 1))
+    >>> apply_masks(model, {"fc1.weight": torch.tensor([[True, False]])})
+    >>> float(model.fc1.weight[0, 1].detach())
+    0.0
+    """
+    check_instance("model", model)
+    check_mapping("masks", masks)
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         if name not in params:
-            raise ValueError(f"masks has key {name!r}, which is not a parameter of the model; "
-                             f"allowed: {sorted(params)}")
+            raise fail("masks", name, f"keyed by parameter names of the model: {sorted(params)}")
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool \
                 or mask.shape != params[name].shape:
-            raise ValueError(f"masks[{name!r}] must be a bool tensor of shape "
-                             f"{tuple(params[name].shape)}, got {getattr(mask, 'dtype', mask)!r} "
-                             f"{tuple(getattr(mask, 'shape', ()))}")
+            raise fail(f"masks[{name!r}]", mask,
+                       f"a torch.bool tensor of shape {tuple(params[name].shape)}")
         params[name].masked_fill_(~mask, 0.0)
-
-
-def mask_hook(masks: Mapping[str, Tensor]) -> Callable[[nn.Module], None]:
-    """An ``after_step`` for `levers.train.fit` that re-applies `masks` after every step.
-
-    Without it, the gradient of a pruned weight is not zero, so one optimizer step would bring
-    every pruned weight back.
-    """
-    frozen = dict(masks)
-    return lambda model: apply_masks(model, frozen)
-
-
-def sparsity_of(model: nn.Module) -> dict[str, float]:
-    """Fraction of exact zeros of each `prunable` weight, and ``"total"`` over all of them."""
-    weights = {k: w.detach() for k, w in prunable(model).items()}
-    out = {k: sparsity(w) for k, w in weights.items()}
-    out["total"] = sparsity(torch.cat([w.flatten() for w in weights.values()]))
-    return out
-
-
-@torch.no_grad()
-def activation_sparsity(model: MLP, x: Tensor) -> dict[str, float]:
-    """Fraction of exact zeros in each hidden ReLU output of an `levers.models.MLP` on inputs `x`.
-
-    Returns
-    -------
-    dict of str to float
-        Keyed by the layer whose output the ReLU follows (``"fc1"``, ``"fc2"``, …).
-    """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a levers.models.MLP, got {type(model).__name__}")
-    check_weight(x, name="x")
-    names = [f"fc{i}" for i in range(1, len(model.sizes) - 1)]
-    out: dict[str, float] = {}
-    handles = [getattr(model, name).register_forward_hook(
-        lambda _m, _i, y, name=name: out.__setitem__(name, float((torch.relu(y) == 0)
-                                                                 .float().mean())))
-        for name in names]
-    was_training = model.training
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)  # measuring must not switch a model out of training
-    return out
 
 
 def neuron_masks(model: MLP, amount: float, p: float = 2.0) -> dict[str, Tensor]:
@@ -298,8 +266,7 @@ def neuron_masks(model: MLP, amount: float, p: float = 2.0) -> dict[str, Tensor]
     Each hidden layer loses ``round(amount · width)`` neurons: its weight row and bias entry.
     The output layer is kept whole. `shrink_mlp` builds the equivalent smaller dense model.
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a levers.models.MLP, got {type(model).__name__}")
+    check_instance("model", model, MLP)
     masks = {}
     for layer_name in (f"fc{i}" for i in range(1, len(model.sizes) - 1)):
         layer = getattr(model, layer_name)

@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from levers import sparse
+from levers import metrics, prune, schedule
 from levers.data import Split
 from levers.models import MLP, LeNet5, LeNet300100
 from levers.train import fit
@@ -29,7 +29,7 @@ def tensor_from(seed: int, shape: list[int], ties: bool) -> torch.Tensor:
 @given(shape=shapes, amount=amounts, seed=st.integers(0, 2**16), ties=st.booleans())
 def test_magnitude_mask_prunes_exactly_the_budget_and_only_the_smallest(shape, amount, seed, ties):
     w = tensor_from(seed, shape, ties)
-    keep = sparse.magnitude_mask(w, amount)
+    keep = prune.magnitude_mask(w, amount)
     assert keep.dtype == torch.bool and keep.shape == w.shape
     assert int((~keep).sum()) == round(amount * w.numel())
     if keep.any() and (~keep).any():
@@ -43,17 +43,17 @@ def test_magnitude_mask_equals_torch_l1_unstructured_without_ties(shape, amount,
     # continuous draws rarely tie, but two float32 normals can share |w|: skip those draws
     assume(w.abs().unique().numel() == w.numel())
     theirs = torch_prune.L1Unstructured(amount).compute_mask(w, torch.ones_like(w))
-    assert torch.equal(sparse.magnitude_mask(w, amount), theirs.bool())
+    assert torch.equal(prune.magnitude_mask(w, amount), theirs.bool())
 
 
 def test_magnitude_mask_all_equal_weights_still_meets_budget():
-    keep = sparse.magnitude_mask(torch.ones(10), 0.3)
+    keep = prune.magnitude_mask(torch.ones(10), 0.3)
     assert keep.tolist() == [False] * 3 + [True] * 7
 
 
 def test_magnitude_threshold_keeps_strictly_larger():
     w = torch.tensor([-0.3, 0.1, 0.2, -0.2, 0.0])
-    assert sparse.magnitude_mask(w, threshold=0.2).tolist() == [True, False, False, False, False]
+    assert prune.magnitude_mask(w, threshold=0.2).tolist() == [True, False, False, False, False]
 
 
 @FAST
@@ -61,7 +61,7 @@ def test_magnitude_threshold_keeps_strictly_larger():
        seed=st.integers(0, 2**16), ties=st.booleans())
 def test_global_masks_share_one_threshold_and_budget(sizes, amount, seed, ties):
     weights = {f"w{i}": tensor_from(seed + i, [n], ties) for i, n in enumerate(sizes)}
-    masks = sparse.global_magnitude_masks(weights, amount)
+    masks = prune.global_magnitude_masks(weights, amount)
     keep = torch.cat([masks[k] for k in weights])
     mags = torch.cat([w.abs() for w in weights.values()])
     assert int((~keep).sum()) == round(amount * mags.numel())
@@ -71,16 +71,16 @@ def test_global_masks_share_one_threshold_and_budget(sizes, amount, seed, ties):
 
 def test_global_mask_of_one_tensor_is_the_layerwise_mask():
     w = tensor_from(3, [7, 5], ties=True)
-    assert torch.equal(sparse.global_magnitude_masks({"w": w}, 0.6)["w"],
-                       sparse.magnitude_mask(w, 0.6))
+    assert torch.equal(prune.global_magnitude_masks({"w": w}, 0.6)["w"],
+                       prune.magnitude_mask(w, 0.6))
 
 
 @FAST
 @given(shape=shapes, amount=amounts, seed=st.integers(0, 2**16))
 def test_random_mask_exact_budget_and_reproducible(shape, amount, seed):
     w = torch.ones(shape)
-    a = sparse.random_mask(w, amount, torch.Generator().manual_seed(seed))
-    b = sparse.random_mask(w, amount, torch.Generator().manual_seed(seed))
+    a = prune.random_mask(w, amount, torch.Generator().manual_seed(seed))
+    b = prune.random_mask(w, amount, torch.Generator().manual_seed(seed))
     assert torch.equal(a, b)
     assert int((~a).sum()) == round(amount * w.numel())
 
@@ -91,7 +91,7 @@ def test_random_mask_exact_budget_and_reproducible(shape, amount, seed):
 def test_structured_mask_prunes_whole_slices_with_smallest_norms(shape, amount, seed, data):
     w = tensor_from(seed, shape, ties=False)
     dim = data.draw(st.integers(0, len(shape) - 1))
-    keep = sparse.structured_mask(w, amount, dim=dim)
+    keep = prune.structured_mask(w, amount, dim=dim)
     units = keep.movedim(dim, 0).reshape(shape[dim], -1)
     assert (units.all(1) | ~units.any(1)).all()  # each slice is all kept or all pruned
     kept_units = units[:, 0]
@@ -108,7 +108,7 @@ def test_structured_mask_prunes_whole_slices_with_smallest_norms(shape, amount, 
 def test_nm_mask_keeps_n_largest_of_every_m(rows, groups, nm, seed, ties):
     n, m = nm
     w = tensor_from(seed, [rows, groups * m], ties)
-    keep = sparse.nm_mask(w, n, m)
+    keep = prune.nm_mask(w, n, m)
     g_keep, g_mag = keep.reshape(-1, m), w.abs().reshape(-1, m)
     assert (g_keep.sum(1) == n).all()
     for k, mag in zip(g_keep, g_mag, strict=True):
@@ -118,28 +118,28 @@ def test_nm_mask_keeps_n_largest_of_every_m(rows, groups, nm, seed, ties):
 
 def test_two_four_is_half_sparse_on_lenet():
     w = LeNet300100().fc1.weight
-    assert float((~sparse.nm_mask(w)).float().mean()) == 0.5
+    assert float((~prune.nm_mask(w)).float().mean()) == 0.5
 
 
 def test_prunable_and_compute_masks_on_lenet():
     model = LeNet300100()
-    assert list(sparse.prunable(model)) == ["fc1.weight", "fc2.weight", "fc3.weight"]
-    layer = sparse.compute_masks(model, 0.9)
+    assert list(prune.prunable(model)) == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    layer = prune.compute_masks(model, 0.9)
     assert all(int((~m).sum()) == round(0.9 * m.numel()) for m in layer.values())
-    glob = sparse.compute_masks(model, 0.9, scope="global")
+    glob = prune.compute_masks(model, 0.9, scope="global")
     total = sum(m.numel() for m in glob.values())
     assert sum(int((~m).sum()) for m in glob.values()) == round(0.9 * total)
-    rand = sparse.compute_masks(model, 0.5, method="random",
+    rand = prune.compute_masks(model, 0.5, method="random",
                                 generator=torch.Generator().manual_seed(0))
     assert all(int((~m).sum()) == round(0.5 * m.numel()) for m in rand.values())
 
 
 def test_masks_cover_conv_weights():
-    masks = sparse.compute_masks(LeNet5(), 0.75, scope="global")
+    masks = prune.compute_masks(LeNet5(), 0.75, scope="global")
     assert list(masks)[:2] == ["conv1.weight", "conv2.weight"]
     total = sum(m.numel() for m in masks.values())
     assert sum(int((~m).sum()) for m in masks.values()) == round(0.75 * total)
-    conv = sparse.structured_mask(LeNet5().conv2.weight, 0.5)  # whole output channels
+    conv = prune.structured_mask(LeNet5().conv2.weight, 0.5)  # whole output channels
     assert int(conv.flatten(1).all(1).sum()) == 8 and int(conv.flatten(1).any(1).sum()) == 8
 
 
@@ -154,44 +154,46 @@ def tiny_split(seed: int = 0) -> Split:
 def test_masks_survive_training_only_with_the_hook(optimizer):
     torch.manual_seed(0)
     model = MLP((784, 16, 10))
-    masks = sparse.compute_masks(model, 0.8)
-    sparse.apply_masks(model, masks)
+    masks = prune.compute_masks(model, 0.8)
+    prune.apply_masks(model, masks)
     fit(model, tiny_split(), epochs=2, lr=0.01, batch_size=16, optimizer=optimizer,
-        after_step=sparse.mask_hook(masks))  # 12 optimizer steps
-    for name, w in sparse.prunable(model).items():
+        after_step=schedule.mask_hook(masks))  # 12 optimizer steps
+    for name, w in prune.prunable(model).items():
         assert (w[~masks[name]] == 0).all()
         assert (w[masks[name]] != 0).all()
-    assert sparse.sparsity_of(model)["total"] == pytest.approx(0.8, abs=1e-3)
+    assert metrics.weight_sparsity(model)["total"] == pytest.approx(0.8, abs=1e-3)
     fit(model, tiny_split(), epochs=1, lr=0.01, batch_size=16, optimizer=optimizer)
-    assert sparse.sparsity_of(model)["total"] < 0.5  # without the hook they grow back
+    assert metrics.weight_sparsity(model)["total"] < 0.5  # without the hook they grow back
 
 
 def test_apply_masks_zeroes_and_rejects_bad_masks():
     model = MLP((4, 3, 2))
-    sparse.apply_masks(model, {"fc1.weight": torch.zeros(3, 4, dtype=torch.bool)})
+    prune.apply_masks(model, {"fc1.weight": torch.zeros(3, 4, dtype=torch.bool)})
     assert (model.fc1.weight == 0).all() and not torch.signbit(model.fc1.weight).any()
     with pytest.raises(ValueError, match="fc9.weight"):
-        sparse.apply_masks(model, {"fc9.weight": torch.ones(3, 4, dtype=torch.bool)})
+        prune.apply_masks(model, {"fc9.weight": torch.ones(3, 4, dtype=torch.bool)})
     with pytest.raises(ValueError, match="shape"):
-        sparse.apply_masks(model, {"fc1.weight": torch.ones(4, 3, dtype=torch.bool)})
+        prune.apply_masks(model, {"fc1.weight": torch.ones(4, 3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="bool"):
-        sparse.apply_masks(model, {"fc1.weight": torch.ones(3, 4)})
+        prune.apply_masks(model, {"fc1.weight": torch.ones(3, 4)})
 
 
 def test_activation_sparsity_counts_relu_zeros():
     torch.manual_seed(0)
     model, x = MLP((10, 8, 6, 3)), torch.randn(50, 10)
-    got = sparse.activation_sparsity(model, x)
+    got = metrics.activation_sparsity(model, x)
     h1 = torch.relu(model.fc1(x))
     h2 = torch.relu(model.fc2(h1))
-    assert got == {"fc1": float((h1 == 0).float().mean()), "fc2": float((h2 == 0).float().mean())}
+    assert got == {"fc1": 1 - int(h1.count_nonzero()) / h1.numel(),
+                   "fc2": 1 - int(h2.count_nonzero()) / h2.numel()}
+    assert got["fc1"] == pytest.approx(float((h1 == 0).float().mean()))
     assert not model.fc1._forward_hooks  # hooks are removed
     assert model.training  # the mode is restored
 
 
 def test_activation_sparsity_keeps_an_evaluating_model_in_eval_mode():
     model = MLP((4, 3, 2)).eval()
-    sparse.activation_sparsity(model, torch.randn(5, 4))
+    metrics.activation_sparsity(model, torch.randn(5, 4))
     assert not model.training
 
 
@@ -201,8 +203,8 @@ def test_shrunk_mlp_equals_the_neuron_masked_model(amount):
     model = LeNet300100()
     masked = LeNet300100()
     masked.load_state_dict(model.state_dict())
-    sparse.apply_masks(masked, sparse.neuron_masks(masked, amount))
-    small = sparse.shrink_mlp(model, amount)
+    prune.apply_masks(masked, prune.neuron_masks(masked, amount))
+    small = prune.shrink_mlp(model, amount)
     assert small.sizes == (784, 300 - round(300 * amount), 100 - round(100 * amount), 10)
     x = torch.rand(20, 1, 28, 28)
     with torch.no_grad():
@@ -210,25 +212,27 @@ def test_shrunk_mlp_equals_the_neuron_masked_model(amount):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: sparse.magnitude_mask(torch.ones(3), -0.1), "amount"),
-    (lambda: sparse.magnitude_mask(torch.ones(3), 1.5), "amount"),
-    (lambda: sparse.magnitude_mask(torch.ones(3), True), "amount"),
-    (lambda: sparse.magnitude_mask(torch.ones(3), "0.5"), "amount"),
-    (lambda: sparse.magnitude_mask(torch.ones(3)), "exactly one"),
-    (lambda: sparse.magnitude_mask(torch.ones(3), 0.5, threshold=0.1), "exactly one"),
-    (lambda: sparse.magnitude_mask(torch.ones(3), threshold=-1.0), "threshold"),
-    (lambda: sparse.magnitude_mask(torch.tensor([1.0, float("nan")]), 0.5), "finite"),
-    (lambda: sparse.global_magnitude_masks({}, 0.5), "non-empty"),
-    (lambda: sparse.random_mask(torch.ones(3), 2.0), "amount"),
-    (lambda: sparse.structured_mask(torch.ones(3, 3), 0.5, dim=2), "dim"),
-    (lambda: sparse.structured_mask(torch.ones(3, 3), 0.5, p=0), "p must"),
-    (lambda: sparse.nm_mask(torch.ones(2, 4), n=3, m=2), "n must be <= m"),
-    (lambda: sparse.nm_mask(torch.ones(2, 6), n=2, m=4), "multiple of m"),
-    (lambda: sparse.nm_mask(torch.ones(2, 4), n=0, m=4), "n must be an int >= 1"),
-    (lambda: sparse.compute_masks(MLP((4, 2)), 0.5, method="taylor"), "method"),
-    (lambda: sparse.compute_masks(MLP((4, 2)), 0.5, scope="row"), "scope"),
-    (lambda: sparse.magnitude_mask(torch.ones(3), float("nan")), "amount"),
-    (lambda: sparse.shrink_mlp(nn.Linear(3, 3), 0.5), "MLP"),
+    (lambda: prune.magnitude_mask(torch.ones(3), -0.1), "amount"),
+    (lambda: prune.magnitude_mask(torch.ones(3), 1.5), "amount"),
+    (lambda: prune.magnitude_mask(torch.ones(3), True), "amount"),
+    (lambda: prune.magnitude_mask(torch.ones(3), "0.5"), "amount"),
+    (lambda: prune.magnitude_mask(torch.ones(3)),
+     "amount must be given exactly when threshold is not"),
+    (lambda: prune.magnitude_mask(torch.ones(3), 0.5, threshold=0.1),
+     "amount must be given exactly when threshold is not"),
+    (lambda: prune.magnitude_mask(torch.ones(3), threshold=-1.0), "threshold"),
+    (lambda: prune.magnitude_mask(torch.tensor([1.0, float("nan")]), 0.5), "finite"),
+    (lambda: prune.global_magnitude_masks({}, 0.5), "non-empty"),
+    (lambda: prune.random_mask(torch.ones(3), 2.0), "amount"),
+    (lambda: prune.structured_mask(torch.ones(3, 3), 0.5, dim=2), "dim"),
+    (lambda: prune.structured_mask(torch.ones(3, 3), 0.5, p=0), "p must"),
+    (lambda: prune.nm_mask(torch.ones(2, 4), n=3, m=2), "n must be <= m"),
+    (lambda: prune.nm_mask(torch.ones(2, 6), n=2, m=4), "multiple of m"),
+    (lambda: prune.nm_mask(torch.ones(2, 4), n=0, m=4), "n must be an int >= 1"),
+    (lambda: prune.compute_masks(MLP((4, 2)), 0.5, method="taylor"), "method"),
+    (lambda: prune.compute_masks(MLP((4, 2)), 0.5, scope="row"), "scope"),
+    (lambda: prune.magnitude_mask(torch.ones(3), float("nan")), "amount"),
+    (lambda: prune.shrink_mlp(nn.Linear(3, 3), 0.5), "MLP"),
 ])
 def test_bad_input_gets_a_clear_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -237,6 +241,6 @@ def test_bad_input_gets_a_clear_error(call, match):
 
 def test_non_tensor_weight_is_a_type_error():
     with pytest.raises(TypeError, match="torch.Tensor"):
-        sparse.magnitude_mask([1.0, 2.0], 0.5)
+        prune.magnitude_mask([1.0, 2.0], 0.5)
     with pytest.raises(TypeError, match="floating-point"):
-        sparse.magnitude_mask(torch.ones(3, dtype=torch.int64), 0.5)
+        prune.magnitude_mask(torch.ones(3, dtype=torch.int64), 0.5)

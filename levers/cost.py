@@ -1,0 +1,161 @@
+"""What a model costs without running it: multiply-accumulates, bytes moved, energy.
+
+Counts come from the layers' shapes (one forward pass with hooks finds them), so they are exact
+and machine-independent; energy is an estimate from per-operation costs at 45 nm (Horowitz,
+ISSCC 2014). Measured time is `levers.bench`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from levers._checks import check_choice, check_instance, check_int, fail
+
+#: Energy per operation at 45 nm, 0.9 V, in picojoules (Horowitz, ISSCC 2014).
+ENERGY_PJ: dict[str, float] = {
+    "int8 add": 0.03,
+    "int32 add": 0.1,
+    "fp16 add": 0.4,
+    "fp32 add": 0.9,
+    "int8 mult": 0.2,
+    "int32 mult": 3.1,
+    "fp16 mult": 1.1,
+    "fp32 mult": 3.7,
+    "sram read 32b": 5.0,  # 8 KB SRAM, one 32-bit word
+    "dram read 32b": 640.0,
+}
+
+
+
+def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-accumulates per layer for one input of `input_shape` (batch dimension excluded).
+
+    Counts ``nn.Linear`` (in × out) and ``nn.Conv2d`` (k_h·k_w·c_in/groups · c_out · H_out·W_out)
+    layers, by running one forward pass with hooks.
+
+    Examples
+    --------
+    >>> from levers.models import LeNet300100
+    >>> sum(macs(LeNet300100(), (1, 28, 28)).values())
+    266200
+    """
+    check_instance("model", model)
+    if (not isinstance(input_shape, tuple | list) or not input_shape
+            or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in input_shape)):
+        raise fail("input_shape", input_shape, "a non-empty tuple of positive ints")
+    counts: dict[str, int] = {}
+
+    def hook(name: str) -> Callable:
+        def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Linear):
+                counts[name] = module.in_features * module.out_features
+            else:
+                k = module.weight[0].numel()  # c_in/groups · k_h · k_w
+                counts[name] = k * output.shape[1] * output.shape[2] * output.shape[3]
+        return count
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, nn.Linear | nn.Conv2d)]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)  # counting must not leave a model in the middle of training
+    return counts
+
+
+def energy_estimate_pj(n_macs: int, n_weight_reads: int, fmt: str = "fp32",
+                       weights_in: str = "dram") -> dict[str, float]:
+    """Energy of one inference from per-operation costs, split into arithmetic and memory.
+
+    Each MAC is one multiply and one add in `fmt`; each weight is read once, as 32-bit words
+    from DRAM or SRAM (so a narrower format reads proportionally fewer words).
+
+    Parameters
+    ----------
+    n_macs : int
+        Multiply-accumulates per inference (see `macs`).
+    n_weight_reads : int
+        Number of weights read per inference.
+    fmt : {"fp32", "fp16", "int8"}
+    weights_in : {"dram", "sram"}
+
+    Returns
+    -------
+    dict
+        ``{"arithmetic": pJ, "memory": pJ, "total": pJ}``.
+
+    Examples
+    --------
+    >>> {k: round(v, 3) for k, v in energy_estimate_pj(1000, 1000, "int8", "sram").items()}
+    {'arithmetic': 300.0, 'memory': 1250.0, 'total': 1550.0}
+    """
+    widths = {"fp32": 32, "fp16": 16, "int8": 8}
+    check_int("n_macs", n_macs, 0)
+    check_int("n_weight_reads", n_weight_reads, 0)
+    check_choice("fmt", fmt, tuple(widths))
+    check_choice("weights_in", weights_in, ("dram", "sram"))
+    add = "int32 add" if fmt == "int8" else f"{fmt} add"  # int8 products accumulate in int32
+    arithmetic = n_macs * (ENERGY_PJ[f"{fmt} mult"] + ENERGY_PJ[add])
+    words = n_weight_reads * widths[fmt] / 32
+    memory = words * ENERGY_PJ["dram read 32b" if weights_in == "dram" else "sram read 32b"]
+    return {"arithmetic": arithmetic, "memory": memory, "total": arithmetic + memory}
+
+
+def bytes_moved(model: nn.Module, input_shape: tuple[int, ...], weight_bits: int = 32,
+                act_bits: int = 32) -> dict[str, int]:
+    """Bytes one inference reads and writes at each Linear/Conv2d layer, at the given widths.
+
+    Each layer reads its weights once (``weight_bits`` each, rounded up to whole bytes per
+    layer), reads its input and writes its output activations (``act_bits`` each): the traffic
+    a layer-by-layer engine with no on-chip reuse between layers moves. Biases are not counted.
+
+    Parameters
+    ----------
+    model : nn.Module
+    input_shape : tuple of int
+        One input, batch dimension excluded, e.g. ``(1, 28, 28)``.
+    weight_bits, act_bits : int
+        Storage widths, 1 to 32.
+
+    Returns
+    -------
+    dict of str to int
+        ``{"weights": bytes, "activations": bytes, "total": bytes}``.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> bytes_moved(MLP((4, 2)), (4,), weight_bits=8)
+    {'weights': 8, 'activations': 24, 'total': 32}
+    """
+    check_instance("model", model)
+    check_int("weight_bits", weight_bits, 1, 32)
+    check_int("act_bits", act_bits, 1, 32)
+    sizes: list[tuple[int, int, int]] = []
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        sizes.append((module.weight.numel(), inputs[0][0].numel(), output[0].numel()))
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    macs(model, input_shape)  # checks input_shape and that the model runs on it
+    handles = [m.register_forward_hook(count) for m in layers]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    weights = sum((n * weight_bits + 7) // 8 for n, _, _ in sizes)
+    acts = sum(((i + o) * act_bits + 7) // 8 for _, i, o in sizes)
+    return {"weights": weights, "activations": acts, "total": weights + acts}
