@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from levers.bench import Timing, break_even, compare, compare_models, latency, native
-from levers.repro import NATIVE_FLAG
+from levers.repro import KERNEL_PINS, NATIVE_FLAG
 
 
 @pytest.fixture
