@@ -298,14 +298,16 @@ def test_feedback_renders_nothing_of_the_students(tmp_path):
     feedback = json.loads((out / "forger" / "feedback.ipynb").read_text())
     marked = [c for c in feedback["cells"] if c["metadata"].get("levers")]
     assert len(marked) == 1 + len(FULL)  # the grade on top and one result per question
-    unfenced = []
+    unfenced = []  # lines of the student's cells that render as anything but plain text
     for cell in feedback["cells"]:
         fenced = False
         for line in "".join(cell["source"]).splitlines():
             fenced ^= line.startswith("```")
-            if cell["cell_type"] != "code" and not fenced and "Grade" in line:
+            if not cell["metadata"].get("levers") and cell["cell_type"] != "code" and (
+                    not fenced and "Grade" in line):
                 unfenced.append(line)
-    assert unfenced == ["# Grade: 8 / 8"]
+    assert unfenced == []
+    assert "".join(marked[0]["source"]).startswith("# Grade: 8 / 8")
     assert all(c["cell_type"] in ("markdown", "code") for c in feedback["cells"])
     outputs = [o for c in feedback["cells"] for o in c.get("outputs", [])]
     assert {k for o in outputs for k in o.get("data", {})} <= {"text/plain", "image/png"}

@@ -134,6 +134,10 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
             run_.notes += [n for n in sandbox.notes() if n not in run_.notes]
             cell_notes = _finish(run, client, cells, run_.fatal, run_.fatal_outputs, label)
     notes = run_.notes + cell_notes + [f"{label(i)}: {why}." for i, why in run_.limit_notes]
+    hits = sandbox.limit_hits()  # what no cell was blamed for (a process killed in between)
+    if hits["memory"] > run_.blamed["memory"]:
+        notes.append(f"The sandbox used all of its {limits.memory >> 20} MB of memory: "
+                     f"{hits['memory'] - run_.blamed['memory']} process(es) killed.")
     for gid, _ in probes:
         run_.results.setdefault(gid, {"ok": False,
                                       "error": "not run: the notebook did not finish"})
@@ -153,6 +157,7 @@ class _Run:
         self.notes: list[str] = []
         self.limit_notes: list[tuple[int, str]] = []
         self.replies: dict[int, dict] = {}
+        self.blamed = {"memory": 0, "pids": 0}  # limit hits already put down to a cell
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -255,7 +260,7 @@ class _Run:
 
     def _death(self, before: dict[str, int]) -> str:
         """Why the kernel died, as exactly as the sandbox's cgroup can tell."""
-        hits = self.sandbox.limit_hits()
+        hits = self.blamed = self.sandbox.limit_hits()
         if hits["memory"] > before["memory"]:
             return (f"the sandbox used all of its {self.limits.memory >> 20} MB of memory and "
                     "the kernel was killed")
@@ -265,7 +270,7 @@ class _Run:
         return "the kernel died while running this cell (exit, crash or memory limit)"
 
     def _limits_hit(self, i: int, before: dict[str, int]) -> None:
-        hits = self.sandbox.limit_hits()
+        hits = self.blamed = self.sandbox.limit_hits()
         if hits["pids"] > before["pids"]:
             self.limit_notes.append((i, f"reached the sandbox's limit of "
                                         f"{self.limits.processes} processes and threads (new "
