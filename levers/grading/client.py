@@ -1,4 +1,5 @@
-"""nbclient with bounded memory: an output budget per cell and per notebook, and no comms.
+"""nbclient with bounded memory (an output budget per cell and per notebook, no comms), and
+the start and end of its sandboxed kernel.
 
 Everything a kernel sends the grader either fits a budget or is dropped on arrival: the grader
 holds every report until its batch ends, and one submission's flood must not cost the others.
@@ -6,7 +7,15 @@ holds every report until its batch ends, and one submission's flood must not cos
 
 from __future__ import annotations
 
+import asyncio
+
+import nbformat
+from jupyter_client import AsyncKernelManager
 from nbclient import NotebookClient
+
+from levers.grading.sandbox import Limits, Sandbox
+
+SHUTDOWN = 10  # seconds a kernel's shutdown may take (after its sandbox was killed)
 
 
 def _size(content: dict) -> int:
@@ -77,3 +86,51 @@ class BoundedClient(NotebookClient):
         elif not self._admit(cell_index, _size(content)):
             return None
         return super().output(outs, msg, display_id, cell_index)
+
+
+def new_client(nb: nbformat.NotebookNode, km: AsyncKernelManager, limits: Limits,
+               iopub_timeout: float) -> BoundedClient:
+    """A client for ``nb`` on kernel ``km`` with the limits' timeouts and output budget."""
+    return BoundedClient(nb, km=km, timeout=limits.cell_timeout, allow_errors=True,
+                         startup_timeout=int(limits.start_timeout), limit=limits.output_chars,
+                         record_timing=False, shutdown_kernel="immediate",
+                         store_widget_state=False,
+                         coalesce_streams=True,  # chunking varies between runs; text does not
+                         raise_on_iopub_timeout=True, iopub_timeout=iopub_timeout)
+
+
+async def boot(client: BoundedClient) -> None:
+    """Start the kernel and wait until it answers."""
+    await client.async_start_new_kernel()
+    await client.async_start_new_kernel_client()
+
+
+async def shutdown(client: BoundedClient, sandbox: Sandbox) -> None:
+    """End the kernel at once: everything in its sandbox is killed, then the manager told."""
+    sandbox.stop()
+    try:
+        if client.kc is not None:
+            client.kc.stop_channels()
+        if client.km is not None and client.km.has_kernel:
+            await asyncio.wait_for(client.km.shutdown_kernel(now=True), SHUTDOWN)
+    except Exception:  # noqa: BLE001 - a dead kernel may fail to shut down; it is gone anyway
+        pass
+
+
+def finish(run, client, cells, fatal, fatal_outputs, label) -> list[str]:  # noqa: ANN001
+    """Put the grader's note on each skipped or truncated cell's outputs; the notes."""
+    notes = []
+    for i, cell in enumerate(run.cells):
+        if i in fatal:
+            cells[i] = fatal[i]
+            note = f"[grader] {fatal[i].error}\n"
+            cell.outputs = fatal_outputs.get(i, []) + [
+                nbformat.v4.new_output("stream", name="stderr", text=note)]
+            notes.append(f"{label(i)}: {fatal[i].error}.")
+        dropped = client.dropped.get(i)
+        if dropped and cell.cell_type == "code":
+            cell.outputs.append(nbformat.v4.new_output(
+                "stream", name="stderr",
+                text=f"[grader] output truncated: {dropped} more characters not shown\n"))
+            notes.append(f"{label(i)}: output truncated ({dropped} characters not shown).")
+    return notes

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from levers.grading.client import BoundedClient
+from levers.grading.client import SHUTDOWN, BoundedClient, boot, finish, new_client, shutdown
 from levers.grading.sandbox import MAX_MESSAGE, Limits, Sandbox
 from levers.grading.values import PROBE_MIME, ProbeDataError, parse_reply, probe_code
 
@@ -34,7 +34,6 @@ MAX_RESTARTS = 3
 # was cut (ZeroMQ drops a kernel that sends one message over MAX_MESSAGE).
 IOPUB_TIMEOUT = 10
 PROBE_OUTPUT = MAX_MESSAGE * 3 // 4  # characters of a probe's reply (it must fit one message)
-SHUTDOWN_TIMEOUT = 10
 
 
 @dataclass
@@ -132,7 +131,7 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         finally:
             await shutdown(client, sandbox)
             run_.notes += [n for n in sandbox.notes() if n not in run_.notes]
-            cell_notes = _finish(run, client, cells, run_.fatal, run_.fatal_outputs, label)
+            cell_notes = finish(run, client, cells, run_.fatal, run_.fatal_outputs, label)
     notes = run_.notes + cell_notes + [f"{label(i)}: {why}." for i, why in run_.limit_notes]
     hits = sandbox.limit_hits()  # what no cell was blamed for (a process killed in between)
     if hits["memory"] > run_.blamed["memory"]:
@@ -163,13 +162,7 @@ class _Run:
         return self.deadline - time.monotonic()
 
     def client(self, run: nbformat.NotebookNode) -> BoundedClient:
-        client = BoundedClient(run, km=self.sandbox.kernel_manager(),
-                               timeout=self.limits.cell_timeout, allow_errors=True,
-                               startup_timeout=int(self.limits.start_timeout),
-                               limit=self.limits.output_chars, record_timing=False,
-                               shutdown_kernel="immediate", store_widget_state=False,
-                               coalesce_streams=True,  # chunking varies between runs
-                               raise_on_iopub_timeout=True, iopub_timeout=IOPUB_TIMEOUT)
+        client = new_client(run, self.sandbox.kernel_manager(), self.limits, IOPUB_TIMEOUT)
         self.replies = {}
 
         async def keep(cell_index: int, execute_reply: dict, **_: object) -> None:
@@ -191,7 +184,7 @@ class _Run:
                             "before a kernel could start.")
             client.startup_timeout = int(wait)
             try:
-                await asyncio.wait_for(_boot(client), wait + 5)
+                await asyncio.wait_for(boot(client), wait + 5)
             except Exception as exc:  # noqa: BLE001 - whatever it was, a retry may work
                 errors.append(f"{type(exc).__name__}: {str(exc)[:200]}"
                               if str(exc) else type(exc).__name__)
@@ -214,7 +207,7 @@ class _Run:
             if cell.cell_type != "code" or not cell.source.strip():
                 cells[i].status = "ok"
                 continue
-            remaining = self.left() - SHUTDOWN_TIMEOUT
+            remaining = self.left() - SHUTDOWN
             if remaining <= 1:
                 cells[i] = CellRun("not run", "the submission's time limit was reached")
                 continue
@@ -230,8 +223,7 @@ class _Run:
                     walled: bool) -> None:
         before = self.sandbox.limit_hits()
         try:
-            await asyncio.wait_for(client.async_execute_cell(cell, i),
-                                   client.timeout + IOPUB_TIMEOUT + 5)
+            await _send(client, cell, i)
         except (CellTimeoutError, TimeoutError) as exc:
             if "IOPub" in str(exc):
                 what = ("its output broke the kernel's output channel (one output over "
@@ -284,7 +276,7 @@ class _Run:
         for gid, source in self.probes:
             if gid in self.results:
                 continue
-            remaining = self.left() - SHUTDOWN_TIMEOUT
+            remaining = self.left() - SHUTDOWN
             if remaining <= 1:
                 self.results[gid] = {"ok": False, "error": "not run: the time limit was reached"}
                 continue
@@ -299,9 +291,7 @@ class _Run:
         before = self.sandbox.limit_hits()
         client.timeout = int(max(1, min(self.limits.cell_timeout, remaining)))
         try:
-            await asyncio.wait_for(client.async_execute_cell(probe_cell, index,
-                                                             store_history=False),
-                                   client.timeout + IOPUB_TIMEOUT + 5)
+            await _send(client, probe_cell, index, store_history=False)
         except (CellTimeoutError, TimeoutError) as exc:
             self.results[gid] = {"ok": False, "error": (
                 f"its result was larger than the {MAX_MESSAGE >> 20} MB a check may send"
@@ -331,36 +321,8 @@ class _Run:
                                           f"({type(exc).__name__})"}
 
 
-async def _boot(client: BoundedClient) -> None:
-    await client.async_start_new_kernel()
-    await client.async_start_new_kernel_client()
-
-
-async def shutdown(client: BoundedClient, sandbox: Sandbox) -> None:
-    """End the kernel at once: everything in its sandbox is killed, then the manager told."""
-    sandbox.stop()
-    try:
-        if client.kc is not None:
-            client.kc.stop_channels()
-        if client.km is not None and client.km.has_kernel:
-            await asyncio.wait_for(client.km.shutdown_kernel(now=True), SHUTDOWN_TIMEOUT)
-    except Exception:  # noqa: BLE001 - a dead kernel may fail to shut down; it is gone anyway
-        pass
-
-
-def _finish(run, client, cells, fatal, fatal_outputs, label) -> list[str]:  # noqa: ANN001
-    notes = []
-    for i, cell in enumerate(run.cells):
-        if i in fatal:
-            cells[i] = fatal[i]
-            note = f"[grader] {fatal[i].error}\n"
-            cell.outputs = fatal_outputs.get(i, []) + [
-                nbformat.v4.new_output("stream", name="stderr", text=note)]
-            notes.append(f"{label(i)}: {fatal[i].error}.")
-        dropped = client.dropped.get(i)
-        if dropped and cell.cell_type == "code":
-            cell.outputs.append(nbformat.v4.new_output(
-                "stream", name="stderr",
-                text=f"[grader] output truncated: {dropped} more characters not shown\n"))
-            notes.append(f"{label(i)}: output truncated ({dropped} characters not shown).")
-    return notes
+async def _send(client: BoundedClient, cell: nbformat.NotebookNode, index: int,
+                **kwargs: object) -> None:
+    """Run one cell; nbclient's own timeouts apply, and this one if they do not fire."""
+    await asyncio.wait_for(client.async_execute_cell(cell, index, **kwargs),
+                           client.timeout + IOPUB_TIMEOUT + 5)
