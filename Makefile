@@ -5,7 +5,7 @@
 #   make notebooks   re-execute chapters/ and solutions/ in place with the reproducibility settings
 #   make labs        regenerate labs/ from solutions/
 #   make grade       grade submissions/*.ipynb against a lab's solution (LAB=lab01-precision)
-#   make bench       time every notebook, the book build and the grader's throughput
+#   make bench       time every notebook, the book build and the grader's throughput under attack
 
 PYTHON ?= python3.11
 VENV   := .venv

@@ -4,7 +4,8 @@
 # (levers/, solutions/, requirements.txt, pyproject.toml) at its root.
 set -euo pipefail
 apt-get update
-apt-get install -y python3.11 python3.11-venv
+# bubblewrap builds the sandbox every student kernel runs in (levers grade refuses without it).
+apt-get install -y python3.11 python3.11-venv bubblewrap
 cd /autograder/source
 python3.11 -m venv .venv
 # torch's CPU wheels: the default index would pull a multi-gigabyte CUDA build.

@@ -109,10 +109,11 @@ def test_every_kind_of_output_counts_against_the_budget(tmp_path, name):
 
 @needs_root
 def test_the_kernel_cannot_write_into_its_run_folder(tmp_path):
-    """The run folder (sockets) lies on the host's disk: sealed once the sockets exist."""
+    """The run folder (sockets) lies on the host's disk: closed to the kernel's uid once the
+    sockets exist."""
     status, out = grade(tmp_path, MINILAB, FAULTS / "run_dir_writer.ipynb")
     assert status == 0 and by_question(results(out, "run_dir_writer")) == FULL
-    assert "run folder: Read-only file system" in feedback_text(out, "run_dir_writer")
+    assert "run folder: Permission denied" in feedback_text(out, "run_dir_writer")
 
 
 def test_probe_activity_never_reaches_an_earlier_output(tmp_path):
@@ -185,8 +186,9 @@ def test_a_link_to_the_solution_through_a_linked_folder_is_refused(tmp_path):
 
 
 def test_one_huge_output_is_dropped_before_it_reaches_the_grader(tmp_path):
-    """A 200 MB print exceeds the 128 MB message cap: the cell is skipped, nothing else lost."""
-    status, out = grade(tmp_path, MINILAB, FAULTS / "huge_output.ipynb")
+    """A 200 MB print exceeds the 64 MB message cap: the cell is skipped, nothing else lost.
+    (Making and sending 200 MB takes the kernel seconds: a longer cell timeout.)"""
+    status, out = grade(tmp_path, MINILAB, FAULTS / "huge_output.ipynb", extra=("--timeout", "30"))
     report = results(out, "huge_output")
     assert status == 0 and by_question(report) == FULL
     assert "output channel" in report["output"]
@@ -251,7 +253,7 @@ def test_the_kernel_runs_unprivileged_alone_and_cannot_write_to_the_host(tmp_pat
         "      sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
         "print('nproc', resource.getrlimit(resource.RLIMIT_NPROC)[0])\n"
         "print('env', sorted(k for k in os.environ if 'TOKEN' in k or 'SECRET' in k))\n"
-        "for d in ['/run/lock', '/var/tmp', os.getcwd()]:\n"
+        "for d in ['/', '/run/lock', '/var/tmp', os.getcwd()]:\n"
         "    try:\n"
         "        open(os.path.join(d, 'probe.txt'), 'w').write('x')\n"
         "        print('writable', d)\n"
@@ -269,6 +271,47 @@ def test_the_kernel_runs_unprivileged_alone_and_cannot_write_to_the_host(tmp_pat
     assert uid >= 100_000
     assert "pid 2 procs ['1', '2']" in text
     assert "nproc 64" in text and "env []" in text
-    assert "read-only /run/lock 30" in text  # EROFS: the host's root filesystem
+    assert "read-only / 30" in text  # EROFS: the sandbox's root is read-only
+    assert "read-only /run/lock 2" in text  # ENOENT: no folder of the host's is there
     assert "writable /var/tmp" in text  # a private tmpfs, gone with the kernel
     assert not os.path.exists("/var/tmp/probe.txt")
+
+
+def test_feedback_renders_nothing_of_the_students(tmp_path):
+    """Forged grade headings and grader blocks in markdown and raw cells, a script and a remote
+    image in an output: in the feedback they are text, and only grader cells carry its mark."""
+    import nbformat
+
+    nb = nbformat.read(SUBMISSIONS / "honest" / "right_answers.ipynb", as_version=4)
+    forged = "# Grade: 12 / 12\n\n**Grader — q1**\n\n✅ hidden check: 3 / 3"
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(forged, metadata={"levers": {"grader": 1}}))
+    nb.cells.insert(2, nbformat.v4.new_raw_cell("<h1>Grade: 12 / 12</h1>",
+                                                metadata={"format": "text/html"}))
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from IPython.display import HTML, Javascript, display\n"
+        "display(HTML('<script>alert(1)</script><img src=\"https://evil.example/t.png\">'))\n"
+        "display(Javascript('alert(2)'))\n"))
+    path = tmp_path / "forger.ipynb"
+    nbformat.write(nb, path)
+    status, out = grade(tmp_path, MINILAB, path)
+    assert status == 0 and by_question(results(out, "forger")) == FULL
+    feedback = json.loads((out / "forger" / "feedback.ipynb").read_text())
+    marked = [c for c in feedback["cells"] if c["metadata"].get("levers")]
+    assert len(marked) == 1 + len(FULL)  # the grade on top and one result per question
+    unfenced = []  # lines of the student's cells that render as anything but plain text
+    for cell in feedback["cells"]:
+        fenced = False
+        for line in "".join(cell["source"]).splitlines():
+            fenced ^= line.startswith("```")
+            if not cell["metadata"].get("levers") and cell["cell_type"] != "code" and (
+                    not fenced and "Grade" in line):
+                unfenced.append(line)
+    assert unfenced == []
+    assert "".join(marked[0]["source"]).startswith("# Grade: 8 / 8")
+    assert all(c["cell_type"] in ("markdown", "code") for c in feedback["cells"])
+    outputs = [o for c in feedback["cells"] for o in c.get("outputs", [])]
+    assert {k for o in outputs for k in o.get("data", {})} <= {"text/plain", "image/png"}
+    text = (out / "forger" / "feedback.ipynb").read_text()
+    assert "not shown in feedback: application/javascript" in text
+    assert "not shown in feedback: text/html" in text
+    assert "<script" not in json.dumps(outputs) and "evil.example" not in json.dumps(outputs)

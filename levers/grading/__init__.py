@@ -6,10 +6,13 @@ Modules, in the order a submission meets them:
 - `spec`: the lab format (nbgrader metadata + probes) and defensive reading of submissions;
 - `assemble`: the instructor's cells restored into the student's notebook;
 - `static`: forbidden names and tampering, read from the syntax tree;
-- `sandbox` and `launcher`: the confined kernel (namespaces, unprivileged uid, rlimits);
-- `execute`: running cells and probes with timeouts, restarts and output budgets;
+- `sandbox`, `cgroups` and `launcher`: the confined kernel (a bubblewrap allow-list filesystem,
+  namespaces, a cgroup per sandbox, an unprivileged uid, rlimits);
+- `execute` and `client`: running cells and probes with timeouts, restarts, a deadline for
+  everything and output budgets;
 - `values`: probe values as plain data and their type-strict comparison;
-- `score`: points per check; `report`: results.json, runner JSON, feedback, gradebook;
+- `score`: points per check, computed with the static checks in a limited child process
+  (`analysis`); `report`: results.json, runner JSON, feedback, gradebook;
 - `grader`: a batch, the reference run once per seed; `cli`: ``levers grade``.
 
 This package imports nothing heavy at import time: the launcher runs as ``python -m`` inside

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shutil
 import signal
@@ -21,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from levers.grading.sandbox import Limits, staging_root
+from levers.grading.sandbox import INSTALL, Limits, bubblewrap, host_warnings, staging_root
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LabError) as exc:
         print(f"levers grade: error: {exc}", file=sys.stderr)
         return 2
+    if os.geteuid() == 0 and sys.platform == "linux" and bubblewrap() is None:
+        print(f"levers grade: error: {INSTALL}", file=sys.stderr)
+        return 2
+    for warning in host_warnings():
+        print(f"levers grade: warning: {warning}", file=sys.stderr)
     submissions = expand(args.submissions)
     if not submissions:
         print("levers grade: error: no submissions found", file=sys.stderr)
@@ -112,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
     rep.gradebook(reports, lab, args.out / "gradebook.csv")
+    faults = [r.student for r in reports if r.notes and r.notes[0].startswith("GRADER FAULT")]
+    if faults:
+        print(f"levers grade: warning: no kernel could start for {len(faults)} submission(s), "
+              f"a fault of this machine: grade them again: {', '.join(faults[:20])}",
+              file=sys.stderr)
     if not args.quiet:
         print(rep.summary(reports, lab))
         seeded = "" if args.public_only else f"seed {seed}; "

@@ -1,6 +1,8 @@
 """Run an assembled notebook, then its probes, in a sandboxed kernel that may misbehave.
 
-Cells run in order with a per-cell timeout and a deadline for the whole submission. A cell
+Cells run in order with a per-cell timeout and a deadline for the whole submission that every
+step keeps: kernel starts (retried once, with twice the time, before the grader blames
+itself), cells, probes and shutdowns. A cell
 that times out or kills the kernel (``os._exit``, a crash, the memory limit) is recorded, the
 kernel is discarded (its PID namespace takes every child process with it), and a fresh kernel
 replays the notebook *without* that cell, so one bad cell costs only what depends on it. After
@@ -8,7 +10,7 @@ the last cell, each hidden check's probe is sent as code and its result read bac
 JSON in display data of a private MIME type (`levers.grading.values`); the probe's own output
 never reaches the feedback.
 Each cell keeps at most ``Limits.output_chars`` characters of output, and the notebook
-`_Client.TOTAL_CELLS` times that.
+`BoundedClient.TOTAL_CELLS` times that.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nbformat
-from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from levers.grading.client import SHUTDOWN, BoundedClient, boot, finish, new_client, shutdown
 from levers.grading.sandbox import MAX_MESSAGE, Limits, Sandbox
 from levers.grading.values import PROBE_MIME, ProbeDataError, parse_reply, probe_code
 
@@ -31,7 +33,7 @@ MAX_RESTARTS = 3
 # Seconds to wait for a cell's last output after its reply; longer means the output channel
 # was cut (ZeroMQ drops a kernel that sends one message over MAX_MESSAGE).
 IOPUB_TIMEOUT = 10
-PROBE_OUTPUT = 64 << 20
+PROBE_OUTPUT = MAX_MESSAGE * 3 // 4  # characters of a probe's reply (it must fit one message)
 
 
 @dataclass
@@ -51,77 +53,19 @@ class Execution:
     probes: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    grader_fault: bool = False  # a kernel could not start: the grading machine's fault
 
 
 class _Restart(Exception):
     """The kernel is gone or stuck: replay the notebook in a fresh one."""
 
 
-def _size(content: dict) -> int:
-    """Characters of an output message: text, data, metadata, and an error's parts."""
-    try:
-        parts = [content.get("text", ""), content.get("name", ""), content.get("ename", ""),
-                 content.get("evalue", ""),
-                 *content.get("traceback", []), *content.get("data", {}).values(),
-                 *content.get("metadata", {}).values()]
-        return sum(len(p) if isinstance(p, str) else len(str(p)) for p in parts)
-    except Exception:  # noqa: BLE001 - a hand-made message of the wrong shape: never kept
-        return 1 << 62
+class _Stop(Exception):
+    """Grading of this submission ends here (its time limit, or a kernel that cannot start)."""
 
-
-class _Client(NotebookClient):
-    """nbclient with a per-cell output budget (an output flood cannot fill memory or reports).
-
-    Every kind of output counts: streams, displays with their metadata, errors (kept, since the
-    status needs them, but cut to `ERROR_CHARS`) and updates of earlier displays. While probes
-    run (``probing``), a display update from the kernel changes nothing: probe activity must not
-    reach the feedback through an earlier cell's output.
-    """
-
-    ERROR_CHARS = 4000
-    #: The whole notebook keeps at most this many cells' worth of output (a notebook of many
-    #: cells cannot add up to a flood either).
-    TOTAL_CELLS = 50
-
-    def __init__(self, *args: object, limit: int, **kwargs: object):
-        super().__init__(*args, **kwargs)
-        self.limit, self.used, self.dropped = limit, {}, {}
-        self.total = 0
-        self.current, self.probing = -1, False
-
-    def _admit(self, cell_index: int, size: int) -> bool:
-        over_total = not self.probing and self.total + size > self.TOTAL_CELLS * self.limit
-        if over_total or self.used.get(cell_index, 0) + size > self.limit:
-            self.dropped[cell_index] = self.dropped.get(cell_index, 0) + size
-            return False
-        self.used[cell_index] = self.used.get(cell_index, 0) + size
-        if not self.probing:
-            self.total += size
-        return True
-
-    def process_message(self, msg, cell, cell_index):  # noqa: ANN001, ANN201
-        self.current = cell_index
-        return super().process_message(msg, cell, cell_index)
-
-    def _update_display_id(self, display_id, msg):  # noqa: ANN001, ANN202
-        if self.probing or not self._admit(self.current, _size(msg.get("content", {}))):
-            return
-        super()._update_display_id(display_id, msg)
-
-    def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201
-        content = msg.get("content", {})
-        if msg["msg_type"] == "stream" and content.get("name") not in ("stdout", "stderr"):
-            content["name"] = "stdout"  # a stream's name is the kernel's to choose, and unbounded
-        if msg["msg_type"] == "error":  # kept, since the cell's status needs it, but cut short
-            content["ename"] = str(content.get("ename", ""))[:200]
-            content["evalue"] = str(content.get("evalue", ""))[:self.ERROR_CHARS]
-            trace = "\n".join(map(str, content.get("traceback", [])))
-            content["traceback"] = [trace[-self.ERROR_CHARS:]] if trace else []
-            if not self._admit(cell_index, _size(content)):
-                content["evalue"], content["traceback"] = "", []
-        elif not self._admit(cell_index, _size(content)):
-            return None
-        return super().output(outs, msg, display_id, cell_index)
+    def __init__(self, note: str, fault: bool = False):
+        super().__init__(note)
+        self.note, self.fault = note, fault
 
 
 def _error_text(cell: nbformat.NotebookNode, reply: dict) -> str:
@@ -134,7 +78,8 @@ def _error_text(cell: nbformat.NotebookNode, reply: dict) -> str:
 
 async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
                   probes: list[tuple[str, str]], seed: int,
-                  label: Callable[[int], str] = lambda i: f"Cell {i + 1}") -> Execution:
+                  label: Callable[[int], str] = lambda i: f"Cell {i + 1}",
+                  deadline: float | None = None) -> Execution:
     """Execute ``nb`` and then ``probes`` (``(grade_id, probe source)``) with ``seed``.
 
     Parameters
@@ -151,6 +96,9 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         Passed to every ``probe(seed)``.
     label : callable
         How notes name cell ``i`` (the student's own numbering, `Assembled.label`).
+    deadline : float, optional
+        ``time.monotonic()`` by which everything, shutdowns included, is over (default: now
+        plus ``limits.wall_timeout``).
 
     Returns
     -------
@@ -158,151 +106,223 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         The executed notebook, each cell's status, each probe's reply and notes.
     """
     start = time.monotonic()
-    deadline = start + limits.wall_timeout
-    fatal: dict[int, CellRun] = {}
-    fatal_outputs: dict[int, list] = {}
-    results: dict[str, dict] = {}
-    notes: list[str] = []
-    restarts = 0
+    run_ = _Run(sandbox, limits, probes, seed,
+                deadline if deadline is not None else start + limits.wall_timeout)
+    restarts, fault = 0, False
     while True:
         run = copy.deepcopy(nb)
         cells = [CellRun() for _ in run.cells]
-        client = _Client(run, km=sandbox.kernel_manager(), timeout=limits.cell_timeout,
-                         allow_errors=True, startup_timeout=60, limit=limits.output_chars,
-                         record_timing=False, shutdown_kernel="immediate",
-                         coalesce_streams=True,  # chunking varies between runs; text does not
-                         raise_on_iopub_timeout=True, iopub_timeout=IOPUB_TIMEOUT)
-        replies: dict[int, dict] = {}
+        client = run_.client(run)
+        try:
+            await run_.start(client, first=restarts == 0)
+            await run_.cells(client, run, cells)
+            await run_.probe(client, run)
+            break
+        except _Restart:
+            restarts += 1
+            if restarts > MAX_RESTARTS or run_.left() <= 1:
+                run_.notes.append("Grading stopped: too many restarts or the time limit was "
+                                  "reached.")
+                break
+        except _Stop as stop:
+            run_.notes.append(stop.note)
+            fault = stop.fault
+            break
+        finally:
+            await shutdown(client, sandbox)
+            run_.notes += [n for n in sandbox.notes() if n not in run_.notes]
+            cell_notes = finish(run, client, cells, run_.fatal, run_.fatal_outputs, label)
+    notes = run_.notes + cell_notes + [f"{label(i)}: {why}." for i, why in run_.limit_notes]
+    hits = sandbox.limit_hits()  # what no cell was blamed for (a process killed in between)
+    if hits["memory"] > run_.blamed["memory"]:
+        notes.append(f"The sandbox used all of its {limits.memory >> 20} MB of memory: "
+                     f"{hits['memory'] - run_.blamed['memory']} process(es) killed.")
+    for gid, _ in probes:
+        run_.results.setdefault(gid, {"ok": False,
+                                      "error": "not run: the notebook did not finish"})
+    return Execution(run, cells, run_.results, notes, time.monotonic() - start, fault)
+
+
+class _Run:
+    """The state of one submission's run across restarts: fatal cells, probe results, notes."""
+
+    def __init__(self, sandbox: Sandbox, limits: Limits, probes: list[tuple[str, str]],
+                 seed: int, deadline: float):
+        self.sandbox, self.limits, self.probes, self.seed = sandbox, limits, probes, seed
+        self.deadline = deadline
+        self.fatal: dict[int, CellRun] = {}
+        self.fatal_outputs: dict[int, list] = {}
+        self.results: dict[str, dict] = {}
+        self.notes: list[str] = []
+        self.limit_notes: list[tuple[int, str]] = []
+        self.replies: dict[int, dict] = {}
+        self.blamed = {"memory": 0, "pids": 0}  # limit hits already put down to a cell
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def client(self, run: nbformat.NotebookNode) -> BoundedClient:
+        client = new_client(run, self.sandbox.kernel_manager(), self.limits, IOPUB_TIMEOUT)
+        self.replies = {}
 
         async def keep(cell_index: int, execute_reply: dict, **_: object) -> None:
-            content = execute_reply.get("content", {})  # only what `_error_text` reads, cut short
-            replies[cell_index] = {"content": {  # noqa: B023
+            content = execute_reply.get("content", {})  # only what `_error_text` reads, cut
+            self.replies[cell_index] = {"content": {
                 "status": content.get("status"), "ename": str(content.get("ename", ""))[:200],
                 "evalue": str(content.get("evalue", ""))[:500]}}
 
         client.on_cell_executed = keep
+        return client
+
+    async def start(self, client: BoundedClient, first: bool) -> None:
+        """Start the kernel; once more with twice the time; then it is the grader's fault."""
+        errors = []
+        for wait in (self.limits.start_timeout, 2 * self.limits.start_timeout):
+            wait = min(wait, self.left() - 1)
+            if wait < 1:
+                raise _Stop("Grading stopped: the submission's time limit was reached "
+                            "before a kernel could start.")
+            client.startup_timeout = int(wait)
+            try:
+                await asyncio.wait_for(boot(client), wait + 5)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, a retry may work
+                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}"
+                              if str(exc) else type(exc).__name__)
+                await shutdown(client, self.sandbox)
+                client.km, client.kc = self.sandbox.kernel_manager(), None
+                continue
+            self.sandbox.seal()
+            return
+        why = "; ".join(errors + ([f"sandbox: {e}"] if (e := self.sandbox.start_error()) else []))
+        raise _Stop(f"The grader could not start a kernel (twice, the second time waiting "
+                    f"{2 * self.limits.start_timeout:g} s: {why}). This is a fault of the "
+                    "grading machine, not of the submission: grade it again."
+                    + ("" if first else " (after a restart; cells before it ran)"), fault=True)
+
+    async def cells(self, client: BoundedClient, run: nbformat.NotebookNode,
+                    cells: list[CellRun]) -> None:
+        for i, cell in enumerate(run.cells):
+            if i in self.fatal:
+                continue
+            if cell.cell_type != "code" or not cell.source.strip():
+                cells[i].status = "ok"
+                continue
+            remaining = self.left() - SHUTDOWN
+            if remaining <= 1:
+                cells[i] = CellRun("not run", "the submission's time limit was reached")
+                continue
+            walled = remaining < self.limits.cell_timeout
+            client.timeout = int(max(1, min(self.limits.cell_timeout, remaining)))
+            await self._cell(client, cell, i, walled)
+            reply = self.replies.get(i, {})
+            status = reply.get("content", {}).get("status", "error")
+            cells[i] = (CellRun("ok") if status == "ok"
+                        else CellRun("error", _error_text(cell, reply)))
+
+    async def _cell(self, client: BoundedClient, cell: nbformat.NotebookNode, i: int,
+                    walled: bool) -> None:
+        before = self.sandbox.limit_hits()
         try:
-            await _run(client, run, cells, replies, fatal, fatal_outputs, results, probes,
-                       seed, limits, deadline)
-            break
-        except _Restart:
-            restarts += 1
-            if restarts > MAX_RESTARTS or time.monotonic() >= deadline:
-                notes.append("Grading stopped: too many restarts or the time limit was reached.")
-                break
-        except RuntimeError as exc:  # the kernel never came up
-            notes.append(f"The kernel could not start: {exc}")
-            break
-        finally:
-            await _shutdown(client)
-            notes += [n for n in sandbox.notes() if n not in notes]
-            cell_notes = _finish(run, client, cells, fatal, fatal_outputs, label)
-    notes += cell_notes
-    for gid, _ in probes:
-        results.setdefault(gid, {"ok": False, "error": "not run: the notebook did not finish"})
-    return Execution(run, cells, results, notes, time.monotonic() - start)
+            await _send(client, cell, i)
+        except (CellTimeoutError, TimeoutError) as exc:
+            if "IOPub" in str(exc):
+                what = ("its output broke the kernel's output channel (one output over "
+                        f"{MAX_MESSAGE >> 20} MB?)")
+            elif walled:
+                self.fatal[i] = CellRun("timeout", "the submission's time limit "
+                                        f"({self.limits.wall_timeout:g} s) was reached while "
+                                        "this cell ran")
+                self.fatal_outputs[i] = list(cell.get("outputs", []))
+                raise _Stop("Grading stopped: the submission's time limit was reached.") from None
+            else:
+                what = f"the cell ran longer than {client.timeout} s and was stopped"
+            self.fatal[i] = CellRun("timeout", f"{what}; it was skipped on a fresh kernel")
+        except DeadKernelError:
+            self.fatal[i] = CellRun("died", f"{self._death(before)}; it was skipped on a fresh "
+                                    "kernel")
+        except Exception as exc:  # noqa: BLE001 - e.g. the kernel's messages became unreadable
+            self.fatal[i] = CellRun("died", f"the kernel stopped answering properly after this "
+                                    f"cell ({type(exc).__name__}: {str(exc)[:200]}); it was "
+                                    "skipped on a fresh kernel")
+        else:
+            self._limits_hit(i, before)
+            return
+        self.fatal_outputs[i] = list(cell.get("outputs", []))
+        raise _Restart
 
+    def _death(self, before: dict[str, int]) -> str:
+        """Why the kernel died, as exactly as the sandbox's cgroup can tell."""
+        hits = self.blamed = self.sandbox.limit_hits()
+        if hits["memory"] > before["memory"]:
+            return (f"the sandbox used all of its {self.limits.memory >> 20} MB of memory and "
+                    "the kernel was killed")
+        if hits["pids"] > before["pids"]:
+            return (f"the kernel died after the sandbox reached its limit of "
+                    f"{self.limits.processes} processes and threads")
+        return "the kernel died while running this cell (exit, crash or memory limit)"
 
-async def _run(client, run, cells, replies, fatal, fatal_outputs, results, probes, seed, limits,
-               deadline) -> None:  # noqa: ANN001
-    await client.async_start_new_kernel()
-    await client.async_start_new_kernel_client()
-    for i, cell in enumerate(run.cells):
-        if i in fatal:
-            continue
-        if cell.cell_type != "code" or not cell.source.strip():
-            cells[i].status = "ok"
-            continue
-        remaining = deadline - time.monotonic()
-        if remaining <= 1:
-            cells[i] = CellRun("not run", "the submission's time limit was reached")
-            continue
-        client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
-        await _cell(client, cell, i, cells, replies, fatal, fatal_outputs, limits)
-        reply = replies.get(i, {})
-        status = reply.get("content", {}).get("status", "error")
-        cells[i] = CellRun("ok") if status == "ok" else CellRun("error", _error_text(cell, reply))
-    client.limit, client.probing = PROBE_OUTPUT, True
-    for gid, source in probes:
-        if gid in results:
-            continue
-        remaining = deadline - time.monotonic()
-        if remaining <= 1:
-            results[gid] = {"ok": False, "error": "not run: the time limit was reached"}
-            continue
+    def _limits_hit(self, i: int, before: dict[str, int]) -> None:
+        hits = self.blamed = self.sandbox.limit_hits()
+        if hits["pids"] > before["pids"]:
+            self.limit_notes.append((i, f"reached the sandbox's limit of "
+                                        f"{self.limits.processes} processes and threads (new "
+                                        "ones were refused)"))
+        if hits["memory"] > before["memory"]:
+            self.limit_notes.append((i, f"a process was killed: the sandbox used all of its "
+                                        f"{self.limits.memory >> 20} MB of memory"))
+
+    async def probe(self, client: BoundedClient, run: nbformat.NotebookNode) -> None:
+        client.limit, client.probing = PROBE_OUTPUT, True
+        for gid, source in self.probes:
+            if gid in self.results:
+                continue
+            remaining = self.left() - SHUTDOWN
+            if remaining <= 1:
+                self.results[gid] = {"ok": False, "error": "not run: the time limit was reached"}
+                continue
+            self.results[gid] = await self._one_probe(client, run, gid, source, remaining)
+
+    async def _one_probe(self, client: BoundedClient, run: nbformat.NotebookNode, gid: str,
+                         source: str, remaining: float) -> dict:
         marker = f"@@levers-probe-{secrets.token_hex(8)}@@"
-        probe_cell = nbformat.v4.new_code_cell(probe_code(source, seed, marker))
+        probe_cell = nbformat.v4.new_code_cell(probe_code(source, self.seed, marker))
         run.cells.append(probe_cell)  # nbclient indexes cells; removed again below
+        index = len(run.cells) - 1
+        before = self.sandbox.limit_hits()
+        client.timeout = int(max(1, min(self.limits.cell_timeout, remaining)))
         try:
-            client.timeout = int(max(1, min(limits.cell_timeout, remaining)))
-            await client.async_execute_cell(probe_cell, len(run.cells) - 1, store_history=False)
-        except CellTimeoutError:
-            results[gid] = {"ok": False, "error": f"timed out after {client.timeout} s"}
+            await _send(client, probe_cell, index, store_history=False)
+        except (CellTimeoutError, TimeoutError) as exc:
+            self.results[gid] = {"ok": False, "error": (
+                f"its result was larger than the {MAX_MESSAGE >> 20} MB a check may send"
+                if "IOPub" in str(exc) else f"timed out after {client.timeout} s")}
             raise _Restart from None
         except DeadKernelError:
-            results[gid] = {"ok": False, "error": "the kernel died while checking this question"}
+            self.results[gid] = {"ok": False, "error": self._death(before)
+                                 .replace("running this cell", "checking this question")}
             raise _Restart from None
         except Exception as exc:  # noqa: BLE001 - the kernel's messages became unreadable
-            results[gid] = {"ok": False, "error": "the kernel stopped answering properly while "
-                                                  f"checking this question ({type(exc).__name__})"}
+            self.results[gid] = {"ok": False, "error": "the kernel stopped answering properly "
+                                 f"while checking this question ({type(exc).__name__})"}
             raise _Restart from None
         finally:
             run.cells.remove(probe_cell)
+        if client.dropped.pop(index, 0):
+            return {"ok": False, "error": f"its result was larger than the {PROBE_OUTPUT >> 20} "
+                                          "MB a check may return"}
         text = "\n".join(str(o.get("data", {}).get(PROBE_MIME, "")) for o in probe_cell.outputs
                          if o.get("output_type") == "display_data")
         try:
-            results[gid] = parse_reply(text, marker)
+            return parse_reply(text, marker)
         except ProbeDataError as exc:
-            results[gid] = {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": str(exc)}
         except (ValueError, TypeError, RecursionError) as exc:  # forged, malformed values
-            results[gid] = {"ok": False, "error": f"the check's values could not be read "
-                                                  f"({type(exc).__name__})"}
+            return {"ok": False, "error": f"the check's values could not be read "
+                                          f"({type(exc).__name__})"}
 
 
-async def _cell(client, cell, i, cells, replies, fatal, fatal_outputs, limits) -> None:  # noqa: ANN001
-    try:
-        await client.async_execute_cell(cell, i)
-    except CellTimeoutError as exc:
-        what = ("its output broke the kernel's output channel (one output over "
-                f"{MAX_MESSAGE >> 20} MB?)" if "IOPub" in str(exc) else
-                f"the cell ran longer than {client.timeout} s and was stopped")
-        fatal[i] = CellRun("timeout", f"{what}; it was skipped on a fresh kernel")
-    except DeadKernelError:
-        fatal[i] = CellRun("died", "the kernel died while running this cell (exit, crash or "
-                                   "memory limit); it was skipped on a fresh kernel")
-    except Exception as exc:  # noqa: BLE001 - e.g. the kernel's messages became unreadable
-        fatal[i] = CellRun("died", f"the kernel stopped answering properly after this cell "
-                                   f"({type(exc).__name__}: {str(exc)[:200]}); it was skipped "
-                                   "on a fresh kernel")
-    else:
-        return
-    fatal_outputs[i] = list(cell.get("outputs", []))
-    raise _Restart
-
-
-async def _shutdown(client: NotebookClient) -> None:
-    try:
-        if client.kc is not None:
-            client.kc.stop_channels()
-        if client.km is not None and client.km.has_kernel:
-            await asyncio.wait_for(client.km.shutdown_kernel(now=True), timeout=30)
-    except Exception:  # noqa: BLE001 - a dead kernel may fail to shut down; it is gone anyway
-        pass
-
-
-def _finish(run, client, cells, fatal, fatal_outputs, label) -> list[str]:  # noqa: ANN001
-    notes = []
-    for i, cell in enumerate(run.cells):
-        if i in fatal:
-            cells[i] = fatal[i]
-            note = f"[grader] {fatal[i].error}\n"
-            cell.outputs = fatal_outputs.get(i, []) + [
-                nbformat.v4.new_output("stream", name="stderr", text=note)]
-            notes.append(f"{label(i)}: {fatal[i].error}.")
-        dropped = client.dropped.get(i)
-        if dropped and cell.cell_type == "code":
-            cell.outputs.append(nbformat.v4.new_output(
-                "stream", name="stderr",
-                text=f"[grader] output truncated: {dropped} more characters not shown\n"))
-            notes.append(f"{label(i)}: output truncated ({dropped} characters not shown).")
-    return notes
+async def _send(client: BoundedClient, cell: nbformat.NotebookNode, index: int,
+                **kwargs: object) -> None:
+    """Run one cell; nbclient's own timeouts apply, and this one if they do not fire."""
+    await asyncio.wait_for(client.async_execute_cell(cell, index, **kwargs),
+                           client.timeout + IOPUB_TIMEOUT + 5)

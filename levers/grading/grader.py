@@ -13,16 +13,24 @@ import asyncio
 import hashlib
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from levers.grading.analysis import AnalysisError, analyse
 from levers.grading.assemble import assemble
 from levers.grading.execute import execute
 from levers.grading.sandbox import Limits, Sandbox, exposed, masked_paths
-from levers.grading.score import Report, renumber, score, zero
+from levers.grading.score import Report, zero
 from levers.grading.spec import Lab, LabError, SubmissionError, read_submission
-from levers.grading.static import tampering
+
+# Of the whole-submission wall limit, this share is kept for the analysis after the run (its
+# code, read in a child process: `levers.grading.analysis`), and at most ANALYSIS_SECONDS.
+ANALYSIS_SHARE, ANALYSIS_SECONDS = 0.1, 60.0
+# A last resort: a submission's grading is cancelled this long after its wall limit, whatever
+# step it is in (every step has its own deadline within the limit).
+GRACE = 15.0
 
 _REFERENCE: dict[tuple[str, int], dict[str, object]] = {}
 
@@ -61,7 +69,20 @@ async def reference(lab: Lab, seed: int, limits: Limits, root: Path, mask: list[
 
 async def grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limits, root: Path,
                     mask: list[str], files: dict[str, str], ref: dict[str, object]) -> Report:
-    """Grade one submission; every failure becomes a report, never an exception."""
+    """Grade one submission within its wall limit; every failure becomes a report."""
+    try:
+        return await asyncio.wait_for(_grade_one(lab, path, student, seed, limits, root, mask,
+                                                 files, ref), limits.wall_timeout + GRACE)
+    except TimeoutError:
+        return zero(lab, student, seed, f"Grading stopped: the submission's time limit "
+                                        f"({limits.wall_timeout:g} s) was reached.")
+
+
+async def _grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limits,
+                     root: Path, mask: list[str], files: dict[str, str],
+                     ref: dict[str, object]) -> Report:
+    start = time.monotonic()
+    reserve = min(ANALYSIS_SECONDS, ANALYSIS_SHARE * limits.wall_timeout)
     try:
         if path.resolve() == lab.path.resolve() and path.absolute() != lab.path.absolute():
             raise SubmissionError("its path leads to the solution notebook through a link")
@@ -76,18 +97,16 @@ async def grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limit
         assembled = assemble(lab, nb)
         sandbox = Sandbox(root, limits, mask, files)
         ran = await execute(assembled.notebook, sandbox, limits, probes(lab), seed,
-                            assembled.label)
-        report = score(lab, assembled, ran, ref, student, seed)
-        code = [(i, s) for i, _, s in assembled.student_sources()]
-        instructor = [c.source for c, o in zip(assembled.notebook.cells, assembled.origin,
-                                               strict=True) if o == "instructor"]
-        suspicious = renumber(tampering(code, instructor), assembled)
-        if suspicious and probes(lab):  # a public-only preview has no hidden check to say so
-            report.notes.append("Suspicious code (it patches shared objects or defines "
-                                "comparisons that can lie; it earns nothing, since hidden checks "
-                                "compare values in the grader): "
-                                + ", ".join(str(f) for f in suspicious[:5]))
+                            assembled.label, deadline=start + limits.wall_timeout - reserve)
+        sandbox.cleanup()  # the kernel's resources go back before the analysis runs
+        report = await analyse(lab, assembled, ran, ref, student, seed, bool(probes(lab)),
+                               start + limits.wall_timeout - time.monotonic())
+        if ran.grader_fault:
+            report.notes.insert(0, "GRADER FAULT: grade this submission again (see below).")
         return report
+    except AnalysisError as exc:
+        return zero(lab, student, seed, f"The submission's code could not be analysed within "
+                                        f"the grader's limits ({exc}); nothing is scored.")
     except Exception as exc:  # noqa: BLE001 - the batch must go on; the reason is reported
         return zero(lab, student, seed, f"Internal grader error on this submission: "
                                         f"{type(exc).__name__}: {exc}")

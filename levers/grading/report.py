@@ -9,7 +9,11 @@ Per submission, in ``OUT/<student>/``:
   (``version``, ``status``, ``max_score``, ``tests[]`` with ``name``, ``status``, ``score``,
   ``message``, ``test_code``, ``filename``, ``line_no``, ``duration``), base64-encode it into
   ``<RUNNER>_RESULTS``;
-- ``feedback.ipynb``: the notebook as it ran, with a result cell under each question.
+- ``feedback.ipynb``: the notebook as it ran, with a result cell under each question. It is
+  inert: the student's markdown and raw cells appear as plain text in a fenced block (no
+  heading, image, link or HTML of theirs renders), outputs keep only plain text and bitmaps
+  (no HTML, SVG, JavaScript, Markdown or widget), and no cell but the grader's carries the
+  grader's mark, so only the grader's cells can look like grader results.
 
 Per batch, ``OUT/gradebook.csv`` (one row per student, one column per question) and a summary
 table for the terminal. Everything except ``execution_time`` is a function of the submission and
@@ -52,6 +56,50 @@ def _verbatim(text: str) -> str:
     """`text` as a fenced block, so that nothing in it renders as Markdown or HTML."""
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
     return f"{fence}text\n{text}\n{fence}"
+
+
+# Output formats that cannot run code or fetch anything when the feedback is opened.
+INERT = ("text/plain", "image/png", "image/jpeg", "image/gif")
+
+
+def _inert_output(output: dict) -> dict:
+    """An output with only inert formats and no metadata (a note says what was left out)."""
+    output = dict(output)
+    if "data" in output:
+        data = {k: v for k, v in output["data"].items() if k in INERT}
+        dropped = sorted(k for k in output["data"] if k not in INERT)
+        if dropped:
+            note = f"[grader] not shown in feedback: {', '.join(dropped)[:200]}"
+            data["text/plain"] = (str(data["text/plain"]) + "\n" + note
+                                  if "text/plain" in data else note)
+        output["data"] = data
+        output["metadata"] = {}
+    return output
+
+
+def inert(cell: nbformat.NotebookNode, grader: bool = False) -> nbformat.NotebookNode:
+    r"""A cell of the run as the feedback shows it: nothing of the student's renders or runs.
+
+    Markdown and raw cells become their text in a fenced block; code cells keep their source
+    and only inert outputs; no metadata but the nbgrader cell's id survives, so no cell claims
+    to be the grader's. ``grader`` (the lab's own markdown) keeps markdown as it is.
+
+    Examples
+    --------
+    >>> cell = nbformat.v4.new_markdown_cell("# Grade: 8 / 8", metadata={"levers": {"grader": 1}})
+    >>> shown = inert(cell)
+    >>> shown.source, shown.metadata
+    ('```text\n# Grade: 8 / 8\n```', {})
+    """
+    keep = {"nbgrader": cell.metadata["nbgrader"]} if "nbgrader" in cell.get("metadata", {}) else {}
+    if cell.cell_type == "code":
+        out = nbformat.v4.new_code_cell(cell.source, metadata=keep)
+        out.outputs = [nbformat.from_dict(_inert_output(o)) for o in cell.get("outputs", [])]
+        out.execution_count = cell.get("execution_count")
+        return out
+    if grader and cell.cell_type == "markdown":
+        return nbformat.v4.new_markdown_cell(cell.source, metadata=keep)
+    return nbformat.v4.new_markdown_cell(_verbatim(cell.source), metadata=keep)
 
 
 def _hidden(report: Report) -> bool:
@@ -127,8 +175,9 @@ def feedback(report: Report, lab: Lab) -> nbformat.NotebookNode:
             if grade_id(cell):
                 last[question_name(grade_id(cell))] = i
         after = {i: q for q, i in last.items() if q in {c.question for c in report.checks}}
+        origin = report.assembled.origin if report.assembled is not None else []
         for i, cell in enumerate(ran):
-            cells.append(cell)
+            cells.append(inert(cell, grader=i < len(origin) and origin[i] == "instructor"))
             if i in after:
                 cells.append(_result_cell(report, after[i]))
     else:

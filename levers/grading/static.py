@@ -13,7 +13,11 @@ name (``import levers.formats as F`` makes ``F.round_to_format`` read as
   the notebook's own verdicts untrustworthy: its public tests then score nothing.
 
 Static reading is a bar, not a proof; the hidden checks compare values in the grader's process
-and do not depend on it.
+and do not depend on it. Reading costs time and memory in proportion to the code (about a
+second per 100,000 characters), so a cell over `MAX_CELL_CHARS`, or past `MAX_TOTAL_CHARS` of
+the notebook's code, is not read: it is a finding itself (code the grader could not read), for
+both checks. The grader also runs them in a child process with its own limits
+(`levers.grading.analysis`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ HIDING_MODULES = ("importlib", "pickle", "_pickle", "cloudpickle", "marshal", "d
                   "numpy.load", "operator.attrgetter", "operator.methodcaller",
                   "inspect.getattr_static")
 SHELL = {"system", "getoutput"}
+MAX_CELL_CHARS = 64_000  # a lab's cells are a few thousand characters
+MAX_TOTAL_CHARS = 400_000
 ALIASED = {"getattr": "getattr(<computed name>)", "get_ipython": "get_ipython(<alias>)"}
 
 
@@ -85,6 +91,25 @@ def parse(source: str) -> ast.Module | None:
         return ast.parse(TransformerManager().transform_cell(source))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None  # Python could not compile it either: the cell cannot run
+
+
+def readable(cells: list[tuple[int, str]]) -> tuple[dict[int, str], list[Finding]]:
+    """The cells small enough to read (by index), and a finding for each one that is not.
+
+    Examples
+    --------
+    >>> ok, big = readable([(0, "x = 1"), (1, "#" * 70_000)])
+    >>> list(ok), [str(f) for f in big]
+    ([0], ['`a cell too large to read (70000 characters)` (cell 2, line 1)'])
+    """
+    ok, found, total = {}, [], 0
+    for i, src in cells:
+        total += len(src)
+        if len(src) > MAX_CELL_CHARS or total > MAX_TOTAL_CHARS:
+            found.append(Finding(i, 1, f"a cell too large to read ({len(src)} characters)"))
+        else:
+            ok[i] = src
+    return ok, found
 
 
 def aliases(trees: list[ast.Module | None]) -> dict[str, str]:
@@ -291,6 +316,8 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
     """
     if not forbidden:
         return []
+    sources, found = readable(cells)
+    cells = list(sources.items())
     trees = {i: parse(src) for i, src in cells}
     names = aliases([parse(s) for s in instructor] + list(trees.values()))
     defs: dict[str, list[tuple[int, ast.stmt]]] = {}
@@ -303,7 +330,6 @@ def forbidden_uses(cells: list[tuple[int, str]], solution: int | None, forbidden
         for stmt in tree.body if tree else ():
             for name in _defined(stmt):
                 lab_defs.setdefault(name, []).append(stmt)
-    found: list[Finding] = []
     if solution is not None:
         todo = [(solution, trees.get(solution))]
     else:  # every cell but the student's copies of the instructor's cells (tests use anything)
@@ -415,10 +441,10 @@ def _runs_unseen_code(call: ast.Call, parents: dict) -> bool:
 
 def tampering(cells: list[tuple[int, str]], instructor: list[str] = ()) -> list[Finding]:
     """Places where student code rewrites shared objects or defines lying comparisons."""
-    trees = {i: parse(src) for i, src in cells}
+    sources, found = readable(cells)
+    trees = {i: parse(src) for i, src in sources.items()}
     names = aliases([parse(s) for s in instructor] + list(trees.values()))
     modules = set(names)
-    found = []
     for cell, tree in trees.items():
         parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)} if tree else {}
         for node in ast.walk(tree) if tree else ():

@@ -1,0 +1,84 @@
+"""One submission must never take down the batch or its neighbours.
+
+Attacks on the grading machine (tests/fixtures/grading/hostile.py: forked busy loops, a memory
+bomb over several processes, a flood of widget messages, a cell of megabytes, shared memory
+left behind) are graded in one batch with honest submissions, two at a time. Every submission
+gets a report, the honest ones keep their full score, the grader's own memory stays small, and
+nothing of the sandboxes outlives the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_grade_support import FIXTURES, MINILAB, SUBMISSIONS, grade, results
+
+sys.path.insert(0, str(FIXTURES))
+import hostile  # noqa: E402
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the full sandbox needs root")
+HONEST = SUBMISSIONS / "honest" / "right_answers.ipynb"
+
+
+def shared_memory() -> set[str]:
+    """The host's SysV shared memory segments."""
+    return set(Path("/proc/sysvipc/shm").read_text().splitlines()[1:])
+
+
+def peak_rss_reset() -> None:
+    """Start measuring this process's peak resident memory afresh (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory since `peak_rss_reset`, bytes (not its children)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+@needs_root
+def test_hostile_neighbours_cost_honest_submissions_nothing(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name, size in hostile.SMALL.items():
+        hostile.write(HONEST, name, size, subs / f"{name}.ipynb")
+    for i in range(2):
+        shutil.copyfile(HONEST, subs / f"zz_honest{i}.ipynb")
+    before = shared_memory()
+    peak_rss_reset()
+    start = time.monotonic()
+    status, out = grade(tmp_path, MINILAB, subs, extra=("--jobs", "2", "--timeout", "30",
+                                                        "--wall", "120"))
+    seconds, peak = time.monotonic() - start, peak_rss()
+    assert status == 0
+    reports = {p.stem: results(out, p.stem) for p in subs.iterdir()}
+    assert {s for s in reports if s.startswith("zz_honest")} == {"zz_honest0", "zz_honest1"}
+    for name in ("zz_honest0", "zz_honest1", "comm_flood", "ipc_leak", "cpu_hog"):
+        assert reports[name]["score"] == 8, (name, reports[name]["output"])
+    # 60 widget messages of 12 MB: nbclient would have kept 720 MB of widget state
+    assert peak < 700 << 20, f"the grader's peak memory was {peak >> 20} MB"
+    assert "used all of its 2048 MB of memory" in reports["memory_bomb"]["output"]
+    assert "a cell too large to read" in json.dumps(reports["huge_cell"])
+    assert shared_memory() == before  # the segment went with the sandbox's IPC namespace
+    # the batch's time is bounded by the submissions' wall limits over the two job slots
+    assert seconds < 120 * len(reports) / 2 + 120
+
+
+@needs_root
+def test_the_sandboxes_leave_no_cgroup_behind(tmp_path):
+    def groups() -> set[Path]:
+        return {p for c in ("memory", "pids", "cpu", "") for p in
+                Path("/sys/fs/cgroup", c).rglob("levers-*") if p.is_dir()}
+
+    before = groups()
+    status, out = grade(tmp_path, MINILAB, tmp_path / "none.ipynb", HONEST)
+    assert status == 0 and results(out, "right_answers")["score"] == 8
+    assert groups() == before
