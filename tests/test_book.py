@@ -337,6 +337,10 @@ def test_every_page_in_chromium(built_book: Build, site: str) -> None:
         f"{name}:\n  " + "\n  ".join(found) for name, found in problems.items()
     )
     assert "book/notation.html" in math_pages, "the notation page has no typeset math"
+    # Chapter 6 derives every formula of the book and Lab 6 asks for five of them: both pages
+    # must have math, all of it typeset (checked per page above).
+    for page in ("chapters/06-mathematics.html", "labs/lab06-mathematics.html"):
+        assert page in math_pages, f"{page} has no typeset math"
 
 
 def faq_answers() -> dict[str, str]:
