@@ -6,6 +6,14 @@
 #   make labs        regenerate labs/ from solutions/
 #   make grade       grade submissions/*.ipynb against a lab's solution (LAB=lab01-precision)
 #   make bench       time every notebook, the book build and the grader's throughput under attack
+#   make lint        ruff over the library, the tests, the chapters, the solutions and the labs
+#   make test-fast   the library's tests and its docstring examples (about a minute)
+#   make lock        regenerate the exact lock requirements.txt from requirements.in (pip-tools)
+#
+# torch policy: requirements.txt pins torch==2.13.0, which its CPU build (2.13.0+cpu) satisfies.
+# Give TORCH_INDEX=https://download.pytorch.org/whl/cpu to take the CPU build from PyTorch's own
+# index (no multi-gigabyte CUDA download); without it pip uses only the indexes it is configured
+# with (PyPI, or a local mirror), so a machine that reaches PyPI alone still installs.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -14,13 +22,21 @@ STAMP  := $(VENV)/.installed
 LAB    ?= lab01-precision
 SUBMISSIONS ?= submissions
 GRADES ?= grades
+TORCH_INDEX ?=
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check \
+          $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# The library's own tests: everything but the notebooks, labs, grader, book and CLI runs, and
+# test_repro, whose fresh-process runs take minutes (make test runs them all).
+LIB_TESTS := $(filter-out tests/test_book.py tests/test_labs.py tests/test_reproducibility.py \
+               tests/test_cli.py tests/test_style.py tests/test_repro.py tests/test_grade_%.py, \
+               $(wildcard tests/test_*.py))
 
-.PHONY: book test lab notebooks labs grade bench clean
+.PHONY: book test test-fast lint lock lab notebooks labs grade bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 book: $(STAMP)
@@ -29,6 +45,20 @@ book: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile levers $(LIB_TESTS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check levers tests chapters solutions labs conftest.py benchmarks
+
+# Keeps every pin it can (UPGRADE=1 moves to the newest versions). The +cpu build label is
+# dropped from torch's pin so that the lock installs from PyPI too (see the torch policy above).
+lock: $(STAMP)
+	$(PIP) "pip-tools==7.6.2"
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+	  $(if $(UPGRADE),--upgrade) --output-file requirements.txt requirements.in
+	sed -i 's/^torch==\(.*\)+cpu\b/torch==\1/' requirements.txt
 
 lab: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/jupyter lab labs/

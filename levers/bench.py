@@ -201,6 +201,12 @@ def compare_models(models: Mapping[K, nn.Module], x: torch.Tensor, rounds: int =
     -------
     dict of key to Timing
         Same keys and order as `models`.
+
+    Examples
+    --------
+    >>> t = compare_models({"id": torch.nn.Identity()}, torch.ones(4), rounds=2, repeats=2)
+    >>> t["id"].repeats
+    4
     """
     if not isinstance(models, Mapping) or not models:
         raise ValueError(f"models must be a non-empty mapping of name to model, got {models!r}")

@@ -153,6 +153,15 @@ def int_mlp(model: nn.Module, calibration: Tensor, bits: int = 8) -> IntMLP:
 
     Each layer's input parameters come from its `FakeQuantLayer`; the logits' (signed,
     affine, `bits` bits) are calibrated on `calibration`.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> from levers.qmodel import QuantConfig, quantize_
+    >>> x = torch.rand(16, 8, generator=torch.Generator().manual_seed(0))
+    >>> m = int_mlp(quantize_(MLP((8, 4, 3)), QuantConfig(), x), x)
+    >>> [q.dtype for q in m.forward_int(x)]
+    [torch.uint8, torch.int8]
     """
     check_instance("model", model)
     check_weight(calibration, "calibration")

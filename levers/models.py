@@ -88,7 +88,13 @@ class LeNet5(nn.Module):
 
 
 def mlp(sizes: Sequence[int]) -> MLP:
-    """Build an `MLP` with the given layer widths (e.g. a wider one for timing experiments)."""
+    """Build an `MLP` with the given layer widths (e.g. a wider one for timing experiments).
+
+    Examples
+    --------
+    >>> mlp((784, 2048, 10)).sizes
+    (784, 2048, 10)
+    """
     return MLP(sizes)
 
 

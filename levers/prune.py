@@ -221,6 +221,13 @@ def compute_masks(model: nn.Module, amount: float, method: str = "magnitude",
     -------
     dict of str to Tensor
         Boolean masks keyed by parameter name, for `apply_masks`.
+
+    Examples
+    --------
+    >>> from levers.models import LeNet300100
+    >>> masks = compute_masks(LeNet300100(), 0.9)
+    >>> {k: round(1 - float(m.float().mean()), 3) for k, m in masks.items()}
+    {'fc1.weight': 0.9, 'fc2.weight': 0.9, 'fc3.weight': 0.9}
     """
     check_instance("model", model)
     check_amount(amount)
@@ -265,6 +272,13 @@ def neuron_masks(model: MLP, amount: float, p: float = 2.0) -> dict[str, Tensor]
 
     Each hidden layer loses ``round(amount · width)`` neurons: its weight row and bias entry.
     The output layer is kept whole. `shrink_mlp` builds the equivalent smaller dense model.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> masks = neuron_masks(MLP((4, 6, 2)), 0.5)
+    >>> sorted(masks), int(masks["fc1.bias"].sum())
+    (['fc1.bias', 'fc1.weight'], 3)
     """
     check_instance("model", model, MLP)
     masks = {}

@@ -122,6 +122,14 @@ def calibrate_(model: nn.Module, x: Tensor) -> nn.Module:
     """Set every `FakeQuantLayer`'s activation range from one forward pass over `x`.
 
     Each layer sees the already-quantized outputs of the layers before it, as at inference.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> m = quantize_(MLP((4, 2)), QuantConfig(), torch.rand(8, 4))
+    >>> _ = calibrate_(m, torch.full((8, 4), 2.0))  # every input 2.0: the range [0, 2]
+    >>> round(float(m.fc1.act_qp.scale) * 255, 4)
+    2.0
     """
     check_instance("model", model)
     check_weight(x, "x")

@@ -133,7 +133,17 @@ class QParams:
 
 
 def check_scheme(scheme: object, name: str = "scheme") -> None:
-    """Raise unless `scheme` is a `QScheme` (a bit width or a name is not enough)."""
+    """Raise unless `scheme` is a `QScheme` (a bit width or a name is not enough).
+
+    Examples
+    --------
+    >>> check_scheme(QScheme(bits=4))  # passes silently
+    >>> try:
+    ...     check_scheme("int8")
+    ... except ValueError as err:
+    ...     print(str(err).split(",")[0])
+    scheme must be a levers.quant.QScheme
+    """
     if not isinstance(scheme, QScheme):
         raise fail(name, scheme, "a levers.quant.QScheme, e.g. QScheme(bits=8)")
 

@@ -90,6 +90,16 @@ def proximal_hook(lr: float, lam: float) -> Callable[[nn.Module], None]:
 
     With plain SGD (``momentum=0``) at learning rate `lr`, gradient step + this hook is exactly
     the proximal-gradient step for ``L + λ·Σ|w|``. Biases are left alone.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> model = MLP((2, 1))
+    >>> with torch.no_grad():
+    ...     _ = model.fc1.weight.copy_(torch.tensor([[0.05, -1.0]]))
+    >>> proximal_hook(lr=0.5, lam=0.2)(model)  # soft-threshold by 0.1
+    >>> model.fc1.weight.detach().tolist()
+    [[0.0, -0.8999999761581421]]
     """
     check_real("lam", lam)
     check_real("lr", lr, open_low=True)

@@ -111,6 +111,17 @@ def regrow_hook(masks: dict[str, Tensor], every: int, fraction: float
     After every step it re-applies `masks`; every `every` steps it first moves a `fraction` of
     each mask with `regrow`, using that step's gradients. `masks` is updated in place, so after
     training it holds the final masks.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> model = MLP((4, 2))
+    >>> masks = {"fc1.weight": torch.tensor([[True, False, False, False]] * 2)}
+    >>> hook = regrow_hook(masks, every=1, fraction=1.0)
+    >>> model(torch.ones(1, 4)).sum().backward()
+    >>> hook(model)  # one step: the kept weights move, their number stays
+    >>> int(masks["fc1.weight"].sum()), masks["fc1.weight"][:, 0].tolist()
+    (2, [False, False])
     """
     check_mapping("masks", masks)
     check_int("every", every, 1)

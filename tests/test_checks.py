@@ -172,7 +172,7 @@ VALID = {
     train.predict: lambda: {"model": MLP, "x": torch.rand(3, 4), "batch_size": 2},
     train.evaluate: lambda: {"model": MLP, "x": torch.rand(3, 4), "y": torch.tensor([0, 1, 1])},
     train.fit: lambda: {"model": models.MLP((4, 2)), "split": SPLIT, "epochs": 1, "lr": 0.1,
-                        "batch_size": 4, "optimizer": "adam", "momentum": 0.0,
+                        "batch_size": 4, "optimizer": "sgd", "momentum": 0.0,
                         "weight_decay": 0.0, "loss_fn": None, "transform": None,
                         "after_step": None, "seed": 0, "desc": "t"},
 }

@@ -1,4 +1,5 @@
-"""Tests of levers.encode: round trips, sizes equal to the formulas, agreement with torch CSR."""
+"""Tests of levers.encode: round trips, sizes equal to the formulas, agreement with torch CSR,
+bit packing and model export."""
 
 import copy
 

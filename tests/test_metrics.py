@@ -1,4 +1,4 @@
-"""Tests for levers.metrics: confusion matrix, classification report, losses, sparsity."""
+"""Tests for levers.metrics: confusion matrix, classification report, losses, sparsity, SQNR."""
 
 import math
 
@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
+from levers import metrics
+from levers.calibration import choose_qparams_affine
 from levers.metrics import (
     ClassReport,
     accuracy,
@@ -18,7 +20,10 @@ from levers.metrics import (
     density,
     mse,
     sparsity,
+    sqnr_db,
 )
+from levers.models import MLP
+from levers.quant import QScheme, fake_quantize_affine
 
 
 @st.composite
@@ -297,3 +302,40 @@ def test_density_and_sparsity_reject_bad_input(fn):
         fn([0.0, 1.0])
     with pytest.raises(ValueError, match=r"density of an empty tensor is undefined"):
         fn(torch.zeros(0, 3))
+
+
+# --- sparsity of a model, signal-to-noise ratio --------------------------------------------
+
+
+def test_sqnr_grows_about_six_db_per_bit():
+    x = torch.sin(2 * math.pi * 0.0123457 * math.sqrt(2) * torch.arange(100_000.0))
+    sqnr = [sqnr_db(x, fake_quantize_affine(x, choose_qparams_affine(x, QScheme(bits=b))))
+            for b in (6, 8, 10)]
+    slope = (sqnr[2] - sqnr[0]) / 4
+    assert slope == pytest.approx(6.02, abs=0.1)
+    assert sqnr[1] == pytest.approx(6.02 * 8 + 1.76, abs=0.5)
+
+
+def test_sqnr_db_values():
+    assert sqnr_db(torch.ones(3), torch.ones(3)) == math.inf
+    with pytest.raises(ValueError, match="x_hat must be a tensor of the shape of x"):
+        sqnr_db(torch.ones(3), torch.ones(2))
+
+
+def test_activation_sparsity_counts_relu_zeros():
+    torch.manual_seed(0)
+    model, x = MLP((10, 8, 6, 3)), torch.randn(50, 10)
+    got = metrics.activation_sparsity(model, x)
+    h1 = torch.relu(model.fc1(x))
+    h2 = torch.relu(model.fc2(h1))
+    assert got == {"fc1": 1 - int(h1.count_nonzero()) / h1.numel(),
+                   "fc2": 1 - int(h2.count_nonzero()) / h2.numel()}
+    assert got["fc1"] == pytest.approx(float((h1 == 0).float().mean()))
+    assert not model.fc1._forward_hooks  # hooks are removed
+    assert model.training  # the mode is restored
+
+
+def test_activation_sparsity_keeps_an_evaluating_model_in_eval_mode():
+    model = MLP((4, 3, 2)).eval()
+    metrics.activation_sparsity(model, torch.randn(5, 4))
+    assert not model.training

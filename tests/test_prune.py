@@ -1,4 +1,4 @@
-"""Tests of levers.sparse: exact budgets, masks that persist through training, shrinking."""
+"""Tests of levers.prune: exact budgets, masks that persist through training, shrinking."""
 
 import pytest
 import torch
@@ -176,25 +176,6 @@ def test_apply_masks_zeroes_and_rejects_bad_masks():
         prune.apply_masks(model, {"fc1.weight": torch.ones(4, 3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="bool"):
         prune.apply_masks(model, {"fc1.weight": torch.ones(3, 4)})
-
-
-def test_activation_sparsity_counts_relu_zeros():
-    torch.manual_seed(0)
-    model, x = MLP((10, 8, 6, 3)), torch.randn(50, 10)
-    got = metrics.activation_sparsity(model, x)
-    h1 = torch.relu(model.fc1(x))
-    h2 = torch.relu(model.fc2(h1))
-    assert got == {"fc1": 1 - int(h1.count_nonzero()) / h1.numel(),
-                   "fc2": 1 - int(h2.count_nonzero()) / h2.numel()}
-    assert got["fc1"] == pytest.approx(float((h1 == 0).float().mean()))
-    assert not model.fc1._forward_hooks  # hooks are removed
-    assert model.training  # the mode is restored
-
-
-def test_activation_sparsity_keeps_an_evaluating_model_in_eval_mode():
-    model = MLP((4, 3, 2)).eval()
-    metrics.activation_sparsity(model, torch.randn(5, 4))
-    assert not model.training
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])

@@ -1,4 +1,4 @@
-"""Tests of levers.qmodel: one-call fake quantization of a model, export and bytes."""
+"""Tests of levers.qmodel: one-call fake quantization of a model, calibration, QAT."""
 
 import copy
 
