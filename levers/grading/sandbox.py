@@ -30,10 +30,10 @@ from levers.repro import NUMERIC_ENV
 
 KERNEL_NAME = "levers-sandbox"
 MAX_MESSAGE = 64 << 20  # bytes per ZeroMQ message from the kernel (probe results fit)
-# Messages ZeroMQ queues for the grader per socket before it drops (output) or blocks: with
-# MAX_MESSAGE, what one kernel can make the grader hold before it reads (2 GB at most, and a
-# flood of small messages far less).
-QUEUE = 32
+# Messages ZeroMQ queues in the grader per socket before it stops reading (the rest waits in
+# the kernel's own queue, in the kernel's memory, or is dropped): with MAX_MESSAGE, what one
+# kernel can make the grader hold before it has read it (256 MB at most).
+QUEUE = 4
 # Run in the kernel before any cell: import the heavy modules (not bound to names), so a cell's
 # time limit measures the student's code, not torch's import; and take the working folder off
 # sys.path, so that a module the notebook writes there cannot be imported (code the grader
