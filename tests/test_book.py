@@ -336,3 +336,5 @@ def test_every_page_in_chromium(built_book: Build, site: str) -> None:
         f"{name}:\n  " + "\n  ".join(found) for name, found in problems.items()
     )
     assert "book/notation.html" in math_pages, "the notation page has no typeset math"
+    for chapter in ("chapters/03-compression.html", "labs/lab03-compression.html"):
+        assert chapter in math_pages, f"{chapter} has no typeset math"
