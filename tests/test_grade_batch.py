@@ -20,7 +20,7 @@ import pytest
 from test_grade_support import FIXTURES, MINILAB, SUBMISSIONS, grade, results
 
 sys.path.insert(0, str(FIXTURES))
-import hostile  # noqa: E402
+import hostile
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the full sandbox needs root")
 HONEST = SUBMISSIONS / "honest" / "right_answers.ipynb"
