@@ -13,8 +13,9 @@ repro.pin_environment()
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "book", "data", "encode", "formats", "grading", "integer", "kmeans",
-               "metrics", "models", "plot", "qmodel", "quant", "sparse", "sparsify", "train")
+_SUBMODULES = ("accumulate", "bench", "book", "data", "encode", "formats", "grading", "integer",
+               "kmeans", "metrics", "mixed", "models", "mx", "plot", "qmodel", "quant", "sparse",
+               "sparsify", "train")
 
 
 def __getattr__(name: str):
