@@ -150,10 +150,11 @@ def fit_mixed(model: nn.Module, split: Split, epochs: int = 3, lr: float = 0.05,
     >>> from levers.data import Split
     >>> g = torch.Generator().manual_seed(0)
     >>> x, y = torch.randn(64, 1, 28, 28, generator=g), torch.arange(64) % 10
+    >>> scale = DynamicScale(scale=2.0**20)
     >>> h = fit_mixed(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), Split(x, y, x, y),
-    ...               epochs=1, loss_scale=DynamicScale(scale=2.0**20))
-    >>> h.scale, h.skipped_steps
-    ([1048576.0], 0)
+    ...               epochs=1, loss_scale=scale)
+    >>> h.skipped_steps, scale.scale  # S = 2^20 overflowed fp16: step skipped, S halved
+    (1, 524288.0)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
