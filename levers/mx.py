@@ -3,13 +3,14 @@
 An MX block stores k = 32 elements in a narrow float format (fp8 e4m3/e5m2, fp6 e3m2/e2m3,
 fp4 e2m1) and one shared scale X in **e8m0**: an unsigned, exponent-only byte whose code
 E in 0…254 means 2^(E - 127); the code 255 is NaN, and there is no zero. The block's values are
-X · P_i. The OCP MX specification v1.0 (§6.3) converts a vector V of k floats so:
+X · P_i. The OCP MX specification v1.0 (§6.3) converts a vector V of k floats so::
 
-    shared_exp = floor(log2(max_i |V_i|)) - emax_elem    (emax_elem: exponent of the largest
-    X = 2^shared_exp                                      normal number of the element format)
+    shared_exp = floor(log2(max_i abs(V_i))) - emax_elem
+    X = 2^shared_exp
     P_i = round_to_format(V_i / X), clamped to ±max of the element format (saturation)
 
-so the block's largest magnitude lands in the element format's top binade. Rounding the scale
+where emax_elem is the exponent of the element format's largest normal number, so the block's
+largest magnitude lands in the element format's top binade. Rounding the scale
 *down* means some elements can exceed the element format's max after division and saturate;
 the spec accepts that clipping in exchange for a scale that is a pure exponent.
 
