@@ -15,6 +15,20 @@ for bit with PyTorch's own casts to float16, bfloat16, float8_e4m3fn and float8_
 
 float32 is the carrier, so a format must fit inside it: 2 to 8 exponent bits, 1 to 23 mantissa
 bits, and a largest finite value no larger than float32's.
+
+Four encodings of the special values are in use. IEEE style (fp16, bf16, fp8 e5m2) reserves the
+all-ones exponent for ±inf and NaN. "fn" (finite, fp8 e4m3fn) keeps only the all-ones code as
+NaN, so the top binade holds numbers. "fnuz" (finite, no negative zero: fp8 e4m3fnuz, e5m2fnuz)
+makes the would-be −0 code the only NaN and raises the exponent bias by one. The OCP MX element
+formats (fp6 e3m2, fp6 e2m3, fp4 e2m1) have no special codes at all.
+
+Casts either **saturate** (overflow becomes ±max) or not (overflow becomes ±inf, or NaN where
+there is no inf). The predefined formats follow PyTorch's casts: fp8 e4m3fn saturates (even
+±inf becomes ±448); fp16, bf16 and e5m2 overflow to ±inf; the fnuz formats to NaN. The MX
+element formats saturate, as the OCP MX specification requires. The `ml_dtypes` package never
+saturates fp8: ``dataclasses.replace(FP8_E4M3, saturate=False)`` is its e4m3fn, bit for bit
+(tests/test_formats.py). For NaN input, formats without a NaN code keep NaN in the float32
+result (ml_dtypes writes −0 there, a silently wrong value).
 """
 
 from __future__ import annotations
@@ -50,6 +64,12 @@ class FloatFormat:
         the format has no infinity.
     torch_dtype : torch.dtype or None
         The PyTorch dtype with this layout, if there is one.
+    fnuz : bool
+        "Finite, unsigned zero": no infinity, no −0; the code 1 000…0 is the only NaN and the
+        exponent bias is 2^(e-1), one more than IEEE's. Requires ``has_inf=False``.
+    has_nan : bool
+        If False (the OCP MX element formats), every code is a number. Requires
+        ``has_inf=False``, ``fnuz=False`` and ``saturate=True``.
 
     Examples
     --------
@@ -57,6 +77,8 @@ class FloatFormat:
     (65504.0, 0.0009765625, 5.960464477539063e-08)
     >>> FP8_E4M3.max, FP8_E4M3.overflow
     (448.0, 'saturate')
+    >>> FP8_E4M3FNUZ.max, FP8_E4M3FNUZ.bias, FP4_E2M1.max
+    (240.0, 8, 6.0)
     """
 
     name: str
@@ -65,6 +87,8 @@ class FloatFormat:
     has_inf: bool = True
     saturate: bool = False
     torch_dtype: torch.dtype | None = None
+    fnuz: bool = False
+    has_nan: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -78,9 +102,15 @@ class FloatFormat:
                     f"{field} must be in [{low}, {high}] (formats are emulated inside float32), "
                     f"got {value!r}"
                 )
-        for field in ("has_inf", "saturate"):
+        for field in ("has_inf", "saturate", "fnuz", "has_nan"):
             if not isinstance(value := getattr(self, field), bool):
                 raise TypeError(f"{field} must be a bool, got {value!r}")
+        if self.has_inf and (self.fnuz or not self.has_nan):
+            raise ValueError(f"{self.name}: has_inf=True needs fnuz=False and has_nan=True "
+                             "(infinities exist only in IEEE-style formats)")
+        if not self.has_nan and (self.fnuz or not self.saturate):
+            raise ValueError(f"{self.name}: has_nan=False needs fnuz=False and saturate=True "
+                             "(with no NaN code, overflow can only saturate)")
         if self.max > torch.finfo(torch.float32).max:
             raise ValueError(f"{self.name}: largest finite value {self.max!r} exceeds float32's")
 
@@ -92,7 +122,7 @@ class FloatFormat:
     @property
     def bias(self) -> int:
         """Exponent bias: stored E means 2^(E - bias)."""
-        return 2 ** (self.exponent_bits - 1) - 1
+        return 2 ** (self.exponent_bits - 1) - 1 + self.fnuz
 
     @property
     def min_exponent(self) -> int:
@@ -106,6 +136,8 @@ class FloatFormat:
         # special code: inf (IEEE style) or the all-ones NaN (fn style).
         if self.has_inf:
             return ((2**self.exponent_bits - 1) << self.mantissa_bits) - 1
+        if self.fnuz or not self.has_nan:  # the NaN, if any, is the −0 code: all codes count
+            return 2 ** (self.exponent_bits + self.mantissa_bits) - 1
         return 2 ** (self.exponent_bits + self.mantissa_bits) - 2
 
     @property
@@ -201,6 +233,16 @@ INT8, INT4, UINT8 = IntFormat(8), IntFormat(4), IntFormat(8, signed=False)
 FORMATS: dict[str, FloatFormat | IntFormat] = {
     f.name: f for f in (FP32, FP16, BF16, FP8_E4M3, FP8_E5M2, INT8, INT4, UINT8)
 }
+# The fnuz fp8 formats (Graphcore, AMD): overflow and ±inf become the NaN, as PyTorch casts.
+FP8_E4M3FNUZ = FloatFormat("fp8_e4m3fnuz", 4, 3, has_inf=False, fnuz=True,
+                           torch_dtype=torch.float8_e4m3fnuz)
+FP8_E5M2FNUZ = FloatFormat("fp8_e5m2fnuz", 5, 2, has_inf=False, fnuz=True,
+                           torch_dtype=torch.float8_e5m2fnuz)
+# The OCP MX element formats: no inf, no NaN; casts saturate, as the MX specification requires.
+FP6_E3M2 = FloatFormat("fp6_e3m2", 3, 2, has_inf=False, saturate=True, has_nan=False)
+FP6_E2M3 = FloatFormat("fp6_e2m3", 2, 3, has_inf=False, saturate=True, has_nan=False)
+FP4_E2M1 = FloatFormat("fp4_e2m1", 2, 1, has_inf=False, saturate=True, has_nan=False)
+FORMATS.update((f.name, f) for f in (FP8_E4M3FNUZ, FP8_E5M2FNUZ, FP6_E3M2, FP6_E2M3, FP4_E2M1))
 
 
 def float_format(fmt: FloatFormat | str) -> FloatFormat:
@@ -296,7 +338,8 @@ def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     magnitude = torch.where(magnitude > fmt.max, too_big, magnitude)
     inf_becomes = torch.inf if fmt.overflow == "inf" else too_big
     magnitude = torch.where(torch.isinf(x), inf_becomes, magnitude)
-    return torch.where(torch.isnan(x), x, torch.copysign(magnitude, x))
+    rounded = torch.where(torch.isnan(x), x, torch.copysign(magnitude, x))
+    return torch.where(rounded == 0, 0.0, rounded) if fmt.fnuz else rounded  # fnuz has no −0
 
 
 def compose(sign: Tensor, exponent: Tensor, mantissa: Tensor, fmt: FloatFormat | str) -> Tensor:
@@ -330,7 +373,9 @@ def compose(sign: Tensor, exponent: Tensor, mantissa: Tensor, fmt: FloatFormat |
     all_ones = exponent == 2**e - 1
     if fmt.has_inf:
         value = torch.where(all_ones, torch.where(mantissa == 0, torch.inf, torch.nan), value)
-    else:
+    elif fmt.fnuz:  # the code of −0 is the NaN
+        value = torch.where((sign == 1) & (exponent == 0) & (mantissa == 0), torch.nan, value)
+    elif fmt.has_nan:
         value = torch.where(all_ones & (mantissa == 2**m - 1), torch.nan, value)
     return torch.where(sign == 1, -value, value)
 
@@ -368,7 +413,11 @@ def decompose(x: Tensor, fmt: FloatFormat | str) -> tuple[Tensor, Tensor, Tensor
     special = ~torch.isfinite(r)
     exponent = torch.where(special, 2**fmt.exponent_bits - 1, exponent)
     mantissa = torch.where(special, 0, mantissa)
-    mantissa = torch.where(torch.isnan(r), 2**fmt.mantissa_bits - 1, mantissa)
+    nan = torch.isnan(r)
+    if fmt.fnuz:  # NaN is the code 1 000…0
+        return nan.long() | torch.signbit(r).long(), torch.where(nan, 0, exponent), \
+            torch.where(nan, 0, mantissa)
+    mantissa = torch.where(nan, 2**fmt.mantissa_bits - 1, mantissa)
     return torch.signbit(r).long(), exponent, mantissa
 
 

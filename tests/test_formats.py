@@ -268,7 +268,8 @@ def test_int_formats():
 
 def test_formats_dict_and_frozen():
     assert set(fm.FORMATS) == {"fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4",
-                               "uint8"}
+                               "uint8", "fp8_e4m3fnuz", "fp8_e5m2fnuz", "fp6_e3m2", "fp6_e2m3",
+                               "fp4_e2m1"}
     assert all(name == f.name for name, f in fm.FORMATS.items())
     with pytest.raises(dataclasses.FrozenInstanceError):
         FP16.mantissa_bits = 3
@@ -398,3 +399,129 @@ def test_bit_string():
 def test_bad_input_raises_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --- bit for bit against ml_dtypes, the outside oracle for every format it shares ------------
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+# ml_dtypes casts never saturate: e4m3fn overflow becomes NaN there. The book's FP8_E4M3 follows
+# PyTorch (saturating); its non-saturating twin must match ml_dtypes everywhere.
+ML_DTYPES = {
+    FP16: np.float16,
+    BF16: ml_dtypes.bfloat16,
+    dataclasses.replace(FP8_E4M3, saturate=False): ml_dtypes.float8_e4m3fn,
+    FP8_E5M2: ml_dtypes.float8_e5m2,
+    fm.FP8_E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
+    fm.FP8_E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
+    fm.FP6_E3M2: ml_dtypes.float6_e3m2fn,
+    fm.FP6_E2M3: ml_dtypes.float6_e2m3fn,
+    fm.FP4_E2M1: ml_dtypes.float4_e2m1fn,
+}
+ML_FORMATS = list(ML_DTYPES)
+
+
+def ml_cast(x, fmt):
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is what some tests probe
+        return torch.from_numpy(x.numpy().astype(ML_DTYPES[fmt]).astype(np.float32))
+
+
+def every_exponent_and_tie(fmt):
+    """All upper half-words of float32 with low half-words at, above and below ties (655,360)."""
+    upper = torch.arange(2**16, dtype=torch.int64) << 16
+    lower = [0x0000, 0x0001, 0x0FFF, 0x1000, 0x1001, 0x7FFF, 0x8000, 0x8001, 0xFFFF, 0x5555]
+    patterns = torch.cat([upper | low for low in lower])
+    patterns = torch.where(patterns >= 2**31, patterns - 2**32, patterns)
+    return torch.cat([patterns.to(torch.int32).view(torch.float32), edge_values(fmt)])
+
+
+def agreement(fmt, x):
+    """Bits equal to ml_dtypes; formats without NaN code are compared on non-NaN input only."""
+    if not fmt.has_nan:  # ml_dtypes turns NaN into -0 there; the library keeps NaN (tested below)
+        x = x[~x.isnan()]
+    assert_same_bits(fm.round_to_format(x, fmt), ml_cast(x, fmt), x)
+    return len(x)
+
+
+@pytest.mark.parametrize("fmt", ML_FORMATS, ids=by_name)
+def test_round_matches_ml_dtypes_on_every_exponent_and_tie(fmt):
+    assert agreement(fmt, every_exponent_and_tie(fmt)) > 650_000
+
+
+@pytest.mark.parametrize("fmt", ML_FORMATS, ids=by_name)
+@fast
+@given(patterns=st.lists(bit_patterns, min_size=1, max_size=64))
+def test_round_matches_ml_dtypes_on_random_bit_patterns(fmt, patterns):
+    agreement(fmt, from_bits(patterns))
+
+
+@pytest.mark.parametrize("fmt", ML_FORMATS, ids=by_name)
+def test_every_code_decodes_as_in_ml_dtypes(fmt):
+    codes = np.arange(2**fmt.bits, dtype=np.uint16 if fmt.bits == 16 else np.uint8)
+    expected = torch.from_numpy(codes.view(ML_DTYPES[fmt]).astype(np.float32))
+    c = torch.from_numpy(codes.astype(np.int64))
+    e, m = fmt.exponent_bits, fmt.mantissa_bits
+    values = fm.compose(c >> (e + m), (c >> m) & (2**e - 1), c & (2**m - 1), fmt)
+    assert_same_bits(values, expected, c.float())
+
+
+@pytest.mark.parametrize("fmt", ML_FORMATS, ids=by_name)
+def test_decompose_gives_ml_dtypes_codes(fmt):
+    x = every_exponent_and_tie(fmt)
+    x = x[~x.isnan()]  # NaN payloads differ between packages; the NaN code is tested below
+    with np.errstate(over="ignore", invalid="ignore"):
+        code = x.numpy().astype(ML_DTYPES[fmt]).view(np.uint16 if fmt.bits == 16 else np.uint8)
+    s, e, m = fm.decompose(x, fmt)
+    ours = s << (fmt.bits - 1) | e << fmt.mantissa_bits | m
+    nan = torch.from_numpy(np.isnan(code.view(ML_DTYPES[fmt]).astype(np.float32)))
+    assert torch.equal(ours[~nan], torch.from_numpy(code.astype(np.int64))[~nan])
+
+
+def test_predefined_e4m3_saturates_where_ml_dtypes_gives_nan():
+    x = f32([448.0, 463.9, 464.0, 1e6, math.inf, -math.inf])
+    assert ml_cast(x, ML_FORMATS[2])[3:].isnan().all()  # 464 is a tie that goes down to 448
+    assert fm.round_to_format(x, FP8_E4M3).tolist() == [448.0, 448.0, 448.0, 448.0, 448.0, -448.0]
+    inside = every_exponent_and_tie(FP8_E4M3)
+    inside = inside[inside.abs() < 464]  # below the rounding threshold both casts agree
+    assert_same_bits(fm.round_to_format(inside, FP8_E4M3), ml_cast(inside, ML_FORMATS[2]), inside)
+
+
+@pytest.mark.parametrize("fmt", [fm.FP8_E4M3FNUZ, fm.FP8_E5M2FNUZ], ids=by_name)
+def test_fnuz_has_one_nan_no_negative_zero_and_matches_torch(fmt):
+    x = f32([0.0, -0.0, -1e-30, math.inf, -math.inf, math.nan, 1e30, fmt.max])
+    r = fm.round_to_format(x, fmt)
+    assert r[:3].view(torch.int32).tolist() == [0, 0, 0]  # no -0: negative underflow gives +0
+    assert r[3:7].isnan().all() and r[7] == fmt.max  # torch's fnuz casts do not saturate
+    assert_same_bits(r, torch_cast(x, fmt), x)
+    assert fmt.overflow == "nan" and fmt.bias == 2 ** (fmt.exponent_bits - 1)
+    assert fm.decompose(f32([math.nan]), fmt) == (torch.tensor([1]), torch.tensor([0]),
+                                                  torch.tensor([0]))
+    y = every_exponent_and_tie(fmt)
+    assert_same_bits(fm.round_to_format(y, fmt), torch_cast(y, fmt), y)
+    assert torch.equal(fm.representable_values(fmt),
+                       torch.unique(torch.arange(256, dtype=torch.uint8).view(fmt.torch_dtype)
+                                    .float().nan_to_num(0.0)))
+
+
+@pytest.mark.parametrize(("fmt", "max_", "smallest_subnormal", "count"),
+                         [(fm.FP6_E3M2, 28.0, 0.0625, 63), (fm.FP6_E2M3, 7.5, 0.125, 63),
+                          (fm.FP4_E2M1, 6.0, 0.5, 15)], ids=["e3m2", "e2m3", "e2m1"])
+def test_mx_element_formats_have_no_special_codes(fmt, max_, smallest_subnormal, count):
+    assert (fmt.max, fmt.smallest_subnormal, fmt.overflow) == (max_, smallest_subnormal,
+                                                              "saturate")
+    assert len(fm.representable_values(fmt)) == count  # every code but -0 is a distinct number
+    x = f32([1e9, math.inf, -math.inf, math.nan])
+    assert fm.round_to_format(x, fmt)[:3].tolist() == [max_, max_, -max_]
+    assert fm.round_to_format(x, fmt)[3].isnan()  # passed through, not invented as -0
+    assert ml_cast(x, fmt)[3].item() == 0.0  # ml_dtypes: NaN becomes -0, a silent wrong value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"has_inf": True, "fnuz": True}, "has_inf=True needs"),
+     ({"has_inf": False, "has_nan": False}, "has_nan=False needs"),
+     ({"has_inf": False, "fnuz": 1}, "fnuz must be a bool")],
+)
+def test_bad_special_value_flags(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        FloatFormat("x", 4, 3, **kwargs)

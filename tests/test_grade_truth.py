@@ -122,8 +122,9 @@ def test_lab1_realistic_mistakes_lose_only_their_question(tmp_path):
     status, out = grade(tmp_path, LAB1, macro, ties, extra=("--timeout", "60"))
     assert status == 0
     assert by_question(results(out, "q1-metrics-solution")) == {
-        "q1": 0, "q2": 3, "q3": 3, "q4": 3}
-    assert by_question(results(out, "q3-bf16-solution")) == {"q1": 3, "q2": 3, "q3": 0, "q4": 3}
+        "q1": 0, "q2": 3, "q3": 3, "q4": 3, "q5": 3}
+    assert by_question(results(out, "q3-bf16-solution")) == {"q1": 3, "q2": 3, "q3": 0, "q4": 3,
+                                                               "q5": 3}
 
 
 @pytest.mark.skipif(not LAB1.exists(), reason="Lab 1 not written yet")
