@@ -73,12 +73,21 @@ def test_hostile_neighbours_cost_honest_submissions_nothing(tmp_path):
 
 
 @needs_root
-def test_the_sandboxes_leave_no_cgroup_behind(tmp_path):
-    def groups() -> set[Path]:
-        return {p for c in ("memory", "pids", "cpu", "") for p in
-                Path("/sys/fs/cgroup", c).rglob("levers-*") if p.is_dir()}
+def test_the_sandboxes_leave_no_cgroup_behind(tmp_path, monkeypatch):
+    from levers.grading.cgroups import Cgroup
 
-    before = groups()
+    made: list[tuple[Cgroup, list[Path]]] = []
+    create = Cgroup.create.__func__
+
+    def recorded(cls, memory: int, pids: int):  # noqa: ANN202
+        group, why = create(cls, memory, pids)
+        if group is not None:
+            made.append((group, list(group.dirs.values())))
+        return group, why
+
+    monkeypatch.setattr(Cgroup, "create", classmethod(recorded))
     status, out = grade(tmp_path, MINILAB, tmp_path / "none.ipynb", HONEST)
     assert status == 0 and results(out, "right_answers")["score"] == 8
-    assert groups() == before
+    if not made:
+        pytest.skip("cgroups are not writable here")
+    assert not [d for _, dirs in made for d in dirs if d.exists()]
