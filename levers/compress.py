@@ -136,6 +136,7 @@ def prune(model: nn.Module, amount: float, criterion: str = "magnitude", scope: 
 
     Examples
     --------
+    >>> from levers import metrics
     >>> from levers.models import LeNet300100
     >>> m = LeNet300100()
     >>> _ = prune(m, 0.9)

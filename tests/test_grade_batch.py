@@ -79,7 +79,7 @@ def test_the_sandboxes_leave_no_cgroup_behind(tmp_path, monkeypatch):
     made: list[tuple[Cgroup, list[Path]]] = []
     create = Cgroup.create.__func__
 
-    def recorded(cls, memory: int, pids: int):  # noqa: ANN202
+    def recorded(cls, memory: int, pids: int):
         group, why = create(cls, memory, pids)
         if group is not None:
             made.append((group, list(group.dirs.values())))
