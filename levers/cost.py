@@ -57,8 +57,15 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
                 counts[name] = k * output.shape[1] * output.shape[2] * output.shape[3]
         return count
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, nn.Linear | nn.Conv2d)]
+    _forward_with_hooks(model, input_shape, {m: hook(n) for n, m in model.named_modules()
+                                             if isinstance(m, nn.Linear | nn.Conv2d)})
+    return counts
+
+
+def _forward_with_hooks(model: nn.Module, input_shape: tuple[int, ...],
+                        hooks: dict[nn.Module, Callable]) -> None:
+    """One eval-mode forward pass of a zero input with `hooks` on their layers, then removed."""
+    handles = [m.register_forward_hook(h) for m, h in hooks.items()]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -68,7 +75,6 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
         for h in handles:
             h.remove()
         model.train(was_training)  # counting must not leave a model in the middle of training
-    return counts
 
 
 def energy_estimate_pj(n_macs: int, n_weight_reads: int, fmt: str = "fp32",
@@ -146,16 +152,7 @@ def bytes_moved(model: nn.Module, input_shape: tuple[int, ...], weight_bits: int
 
     layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
     macs(model, input_shape)  # checks input_shape and that the model runs on it
-    handles = [m.register_forward_hook(count) for m in layers]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _forward_with_hooks(model, input_shape, dict.fromkeys(layers, count))
     weights = sum((n * weight_bits + 7) // 8 for n, _, _ in sizes)
     acts = sum(((i + o) * act_bits + 7) // 8 for _, i, o in sizes)
     return {"weights": weights, "activations": acts, "total": weights + acts}

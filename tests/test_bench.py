@@ -13,15 +13,6 @@ from torch import nn
 from levers.bench import Timing, break_even, compare, compare_models, latency, native
 from levers.repro import KERNEL_PINS, NATIVE_FLAG
 
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- latency --------------------------------------------------------------------------------
 
 

@@ -6,14 +6,6 @@ import torch
 from levers.kernels import csr_vs_dense, matmul_formats
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_matmul_formats_times_the_four_formats():
     t = matmul_formats(8, 16, 4, rounds=1, repeats=2)
