@@ -20,7 +20,7 @@ from test_grade_support import bubblewrap_or_skip
 
 from levers.grading import report as rep
 from levers.grading.cgroups import Cgroup
-from levers.grading.sandbox import Limits, Sandbox, staging_root
+from levers.grading.sandbox import Limits, Sandbox, exposed, staging_root
 from levers.grading.static import MAX_CELL_CHARS, forbidden_uses, tampering
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux",
@@ -65,9 +65,12 @@ def test_the_kernel_sees_an_allow_list_and_no_privilege(tmp_path):
     finally:
         sandbox.cleanup()
         root.rmdir()
-    # only what the kernel needs: no /home, /root's files, /work's other checkouts, /etc
-    assert set(seen["root"]) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32",
-                                 "proc", "sbin", "tmp", "usr", "var", "root", "work", "opt"}
+    # only what the kernel needs: the system's folders and the top folder of each exposed
+    # path (wherever the checkout and its environment live), no /home, /etc's secrets
+    system = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp",
+              "usr", "var"}
+    tops = {Path(p).parts[1] for p in exposed()}
+    assert set(seen["root"]) <= system | tops
     assert set(seen["repo"]) <= {"levers", ".venv"} and "levers" in seen["repo"]
     assert seen["cwd"] == ["data.txt"]
     assert seen["uid"] == sandbox.uid and seen["pid"] == 2
