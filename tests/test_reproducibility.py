@@ -7,7 +7,8 @@ output with the stored one, including the PNG bytes of figures, which nbval skip
 show that two runs in a row and a change of thread count leave every output unchanged. A third
 run starts a kernel whose environment asks NumPy's OpenBLAS for another kernel family and holds
 none of the kernel pins: `import levers` in the notebook's first cell must pin them all back.
-Cells that print wall-clock times (`# NBVAL_IGNORE_OUTPUT`) are the only ones exempt.
+Cells that print wall-clock times (tagged `nbval-ignore-output`, or the older
+`# NBVAL_IGNORE_OUTPUT` comment) are the only ones exempt.
 """
 
 import configparser
@@ -60,7 +61,13 @@ def comparable_outputs(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
         return {"streams": clean(streams), "rich": clean(rich)}
 
     return [(i, split(cell.outputs)) for i, cell in enumerate(nb.cells)
-            if cell.cell_type == "code" and "NBVAL_IGNORE_OUTPUT" not in cell.source]
+            if cell.cell_type == "code" and not ignores_output(cell)]
+
+
+def ignores_output(cell) -> bool:
+    """Whether nbval exempts the cell's output: the cell tag, or the older source comment."""
+    return ("nbval-ignore-output" in cell.get("metadata", {}).get("tags", [])
+            or "NBVAL_IGNORE_OUTPUT" in cell.source)
 
 
 @pytest.mark.notebooks
