@@ -29,7 +29,17 @@ from torch.nn import functional as F
 
 from levers import prune as P
 from levers import schedule
-from levers._checks import check_amount, check_int
+from levers._checks import (
+    check_amount,
+    check_choice,
+    check_generator,
+    check_instance,
+    check_int,
+    check_labels,
+    check_mapping,
+    check_tensor,
+    fail,
+)
 from levers.data import Split
 from levers.train import History, fit
 
@@ -66,10 +76,10 @@ def taylor_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
     (['fc1.weight'], torch.Size([3, 4]))
     """
     weights = P.prunable(model)
-    if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
-        raise ValueError(f"y must be int64 labels, one per input of x ({len(x)}), got "
-                         f"{getattr(y, 'dtype', type(y).__name__)} "
-                         f"{tuple(getattr(y, 'shape', ()))}")
+    check_tensor("x", x)
+    y = check_labels("y", y)
+    if len(y) != len(x):
+        raise fail("y", y, f"one label per input of x ({len(x)})")
     check_int("batch_size", batch_size, 1)
     grads = [torch.zeros_like(w) for w in weights.values()]
     for i in range(0, len(x), batch_size):
@@ -102,8 +112,11 @@ def importance(model: nn.Module, criterion: str = "magnitude", x: Tensor | None 
     >>> importance(MLP((3, 2)))["fc1.weight"].shape
     torch.Size([2, 3])
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    check_choice("criterion", criterion, CRITERIA)
+    check_generator("generator", generator)
+    for name, value in (("x", x), ("y", y)):
+        if value is not None:
+            check_tensor(name, value)
     weights = {k: w.detach() for k, w in P.prunable(model).items()}
     if criterion == "magnitude":
         return {k: w.abs() for k, w in weights.items()}
@@ -122,8 +135,8 @@ def masks_from_scores(scores: Mapping[str, Tensor], amount: float, scope: str = 
     The budget is exact (`levers.sparse.magnitude_mask` / `global_magnitude_masks` on the
     non-negative scores): ``round(amount · n)`` entries.
     """
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    check_mapping("scores", scores)
+    check_choice("scope", scope, ("layer", "global"))
     if scope == "global":
         return P.global_magnitude_masks(scores, amount)
     return {k: P.magnitude_mask(s, amount) for k, s in scores.items()}
@@ -196,6 +209,8 @@ def iterative(model: nn.Module, split: Split, sparsity: float, rounds: int,
     (masks, accuracies)
         The final masks and the test accuracy after each round's fine-tuning.
     """
+    check_instance("model", model)
+    check_instance("split", split, Split)
     check_int("epochs_per_round", epochs_per_round, 0)
     accuracies, masks = [], {}
     for k, amount in enumerate(iterative_amounts(sparsity, rounds)):
@@ -215,11 +230,14 @@ def gradual_hook(masks: dict[str, Tensor], s_f: float, t0: int, n: int, dt: int,
     current masks. `masks` is updated in place, so after training it holds the final masks.
     Steps are counted from 1 (the first call is step 1).
     """
+    if not isinstance(masks, dict):
+        raise fail("masks", masks, "a dict (updated in place with the current masks)")
     check_amount(s_f, "s_f")
     check_amount(s_i, "s_i")
     check_int("t0", t0, 1)
     check_int("n", n, 1)
     check_int("dt", dt, 1)
+    check_choice("scope", scope, ("layer", "global"))
     step = 0
 
     def hook(model: nn.Module) -> None:
@@ -246,10 +264,14 @@ def gradual(model: nn.Module, split: Split, sparsity: float, epochs: int, t0: in
     -------
     (masks, history)
     """
+    check_instance("model", model)
+    check_instance("split", split, Split)
+    check_amount(sparsity, "sparsity")
     check_int("epochs", epochs, 1)
     check_int("t0", t0, 1)
     check_int("n", n, 1)
     check_int("dt", dt, 1)
+    check_choice("scope", scope, ("layer", "global"))
     steps = epochs * -(-len(split.y_train) // int(fit_kwargs.get("batch_size", 64)))
     if t0 + n * dt > steps:
         raise ValueError(f"the schedule must end within training: t0 + n*dt = {t0 + n * dt} "
@@ -283,8 +305,9 @@ def rewind(model: nn.Module, masks: Mapping[str, Tensor], state: Mapping[str, Te
 
     Kept weights take exactly their values in `state`; pruned ones are 0.
     """
+    check_instance("model", model)
     if not isinstance(state, Mapping) or not state:
-        raise ValueError("state must be a non-empty state_dict (e.g. of the initial model)")
+        raise fail("state", state, "a non-empty state_dict (e.g. of the initial model)")
     model.load_state_dict(state)
     P.apply_masks(model, masks)
 
@@ -296,6 +319,7 @@ def reinit(model: nn.Module, masks: Mapping[str, Tensor], seed: int) -> None:
     Every submodule with ``reset_parameters`` is re-initialized (PyTorch's default init) under
     `seed`, then `masks` are applied.
     """
+    check_instance("model", model)
     check_int("seed", seed, 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -147,6 +147,8 @@ def soft_gradient(student_logits: Tensor, teacher_logits: Tensor, T: float,
         raise ValueError(f"teacher_logits must have the shape of student_logits "
                          f"{tuple(student_logits.shape)}, got {tuple(teacher_logits.shape)}")
     _check_temperature(T)
+    if not isinstance(scaled, bool):
+        raise TypeError(f"scaled must be a bool, got {scaled!r}")
     q, p = softmax_t(student_logits.detach(), T), softmax_t(teacher_logits.detach(), T)
     return (q - p) / (T * len(q)) * (T**2 if scaled else 1.0)
 
@@ -177,6 +179,8 @@ def distill(student: nn.Module, teacher: nn.Module | Tensor, split: Split, T: fl
     History
         As `fit` returns it (test accuracy against the true labels).
     """
+    if not isinstance(student, nn.Module):
+        raise TypeError(f"student must be a torch.nn.Module, got {student!r}")
     if not isinstance(split, Split):
         raise TypeError(f"split must be a levers.data.Split, got {type(split).__name__}")
     if "loss_fn" in fit_kwargs:

@@ -50,6 +50,9 @@ def symbol_counts(stream: Iterable[Hashable] | torch.Tensor | np.ndarray) -> dic
     if isinstance(stream, np.ndarray):
         values, counts = np.unique(stream.reshape(-1), return_counts=True)
         return {v.item(): int(c) for v, c in zip(values, counts, strict=True)}
+    if isinstance(stream, str | bytes) or not isinstance(stream, Iterable):
+        raise TypeError(f"stream must be a tensor, an array or an iterable of symbols, got "
+                        f"{stream!r} ({type(stream).__name__})")
     return dict(sorted(Counter(stream).items(), key=lambda kv: repr(kv[0])))
 
 

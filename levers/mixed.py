@@ -54,6 +54,7 @@ class DynamicScale:
         check_real("growth_factor", self.growth_factor, 1.0, open_low=True)
         check_real("backoff_factor", self.backoff_factor, 0.0, 1.0, open_low=True)
         check_int("growth_interval", self.growth_interval, 1)
+        check_int("good_steps", self.good_steps, 0)
 
     def update(self, found_inf: bool) -> None:
         """One step: back off and restart the count on overflow, else count towards growth."""
@@ -169,6 +170,8 @@ def fit_mixed(model: nn.Module, split: Split, epochs: int = 3, lr: float = 0.05,
     check_int("epochs", epochs, 0)
     check_int("batch_size", batch_size, 1)
     check_real("lr", lr, 0.0, open_low=True)
+    check_real("momentum", momentum, 0.0, 1.0)
+    check_int("seed", seed, 0)
     history = MixedHistory()
     hooks = [m.register_forward_pre_hook(lambda _, inp: (_Store.apply(inp[0], fmt, history),))
              for m in model.modules() if isinstance(m, nn.Linear)]
@@ -219,7 +222,9 @@ def _step(opt: torch.optim.Optimizer, params: list[Tensor], scale: float, lr: fl
             p.grad.div_(scale)
         opt.step()
         for p, old in zip(params, before, strict=True):
-            intended = lr * opt.state[p]["momentum_buffer"]  # SGD: p ← p - lr · buffer
+            # SGD: p ← p - lr · buffer (without momentum the buffer is the gradient itself)
+            buffer = opt.state[p].get("momentum_buffer")
+            intended = lr * (p.grad if buffer is None else buffer)
             if not master_weights:
                 p.copy_(_round(p, fmt))
             history.updates += int((intended != 0).sum())

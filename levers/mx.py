@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from levers._checks import check_int
+from levers._checks import check_int, check_shape
 from levers.formats import FloatFormat, round_to_format
 
 E8M0_BIAS = 127
@@ -186,7 +186,9 @@ def mx_dequantize(scale_code: Tensor, elements: Tensor, shape: torch.Size | tupl
     if elements.dim() != 2 or scale_code.shape != elements.shape[:1]:
         raise ValueError(f"elements must be (n_blocks, block_size) with one scale code per "
                          f"block, got {tuple(elements.shape)} and {tuple(scale_code.shape)}")
-    shape = torch.Size(shape)
+    shape = torch.Size(check_shape("shape", shape))
+    if not shape:
+        raise ValueError("shape must have at least one dimension, got ()")
     row = shape[-1] + -shape[-1] % elements.shape[1]
     if elements.numel() != shape.numel() // shape[-1] * row:
         raise ValueError(f"shape {tuple(shape)} does not match {elements.shape[0]} blocks "

@@ -17,28 +17,38 @@ from torch import nn
 
 import levers
 from levers import (
+    accumulate,
     bench,
     calibration,
+    clipping,
+    compress,
     cost,
+    distill,
     encode,
     formats,
+    grouplasso,
+    huffman,
     integer,
     kernels,
     kmeans,
     metrics,
+    mixed,
     models,
+    mx,
     prune,
     qmodel,
     quant,
     regularize,
+    saliency,
     schedule,
     train,
 )
 from levers._checks import InvalidArgument
 from levers.data import Split
 
-MODULES = (bench, calibration, cost, encode, formats, integer, kernels, kmeans, metrics, models,
-           prune, qmodel, quant, regularize, schedule, train)
+MODULES = (accumulate, bench, calibration, clipping, compress, cost, distill, encode, formats,
+           grouplasso, huffman, integer, kernels, kmeans, metrics, mixed, models, mx, prune,
+           qmodel, quant, regularize, saliency, schedule, train)
 
 
 class Wrong:
@@ -63,6 +73,86 @@ def fq_mlp() -> nn.Module:
 
 #: Valid keyword arguments of each public function (the arguments every test varies).
 VALID = {
+    accumulate.round_stochastic: lambda: {"x": torch.randn(4), "fmt": formats.BF16,
+                                          "generator": torch.Generator()},
+    accumulate.running_sum: lambda: {"x": torch.randn(4), "fmt": formats.FP16,
+                                     "method": "stochastic", "generator": torch.Generator()},
+    bench.peak: lambda: {"cpuinfo": "flags : avx2\ncpu MHz : 1000", "units": 2},
+    clipping.mse_parts: lambda: {"alpha": 2.0, "bits": 4, "dist": "laplace",
+                                 "quantizer": "midrise"},
+    clipping.clip_mse: lambda: {"alpha": 2.0, "bits": 4, "dist": "gaussian",
+                                "quantizer": "midrise"},
+    clipping.optimal_clip: lambda: {"bits": 4, "dist": "gaussian", "quantizer": "noise"},
+    compress.taylor_scores: lambda: {"model": MLP, "x": torch.rand(3, 4),
+                                     "y": torch.tensor([0, 1, 1]), "batch_size": 2},
+    compress.importance: lambda: {"model": MLP, "criterion": "random", "x": None, "y": None,
+                                  "generator": torch.Generator()},
+    compress.masks_from_scores: lambda: {"scores": {"a": torch.rand(4)}, "amount": 0.5,
+                                         "scope": "layer"},
+    compress.prune: lambda: {"model": models.MLP((4, 3, 2)), "amount": 0.5,
+                             "criterion": "magnitude", "scope": "global", "x": None, "y": None,
+                             "generator": None},
+    compress.finetune: lambda: {"model": models.MLP((4, 3, 2)), "masks": MASKS,
+                                "split": SPLIT},
+    compress.iterative_amounts: lambda: {"sparsity": 0.9, "rounds": 3},
+    compress.iterative: lambda: {"model": models.MLP((4, 3, 2)), "split": SPLIT,
+                                 "sparsity": 0.5, "rounds": 1, "epochs_per_round": 1,
+                                 "criterion": "magnitude", "scope": "global"},
+    compress.gradual_hook: lambda: {"masks": dict(MASKS), "s_f": 0.5, "t0": 1, "n": 2,
+                                    "dt": 1, "s_i": 0.0, "scope": "global"},
+    compress.gradual: lambda: {"model": models.MLP((4, 3, 2)), "split": SPLIT,
+                               "sparsity": 0.5, "epochs": 2, "t0": 1, "n": 1, "dt": 1,
+                               "scope": "global"},
+    compress.snapshot_hook: lambda: {"at_step": 1, "store": {}},
+    compress.rewind: lambda: {"model": models.MLP((4, 3, 2)), "masks": MASKS,
+                              "state": models.MLP((4, 3, 2)).state_dict()},
+    compress.reinit: lambda: {"model": models.MLP((4, 3, 2)), "masks": MASKS, "seed": 1},
+    distill.softmax_t: lambda: {"logits": torch.randn(2, 3), "T": 2.0},
+    distill.distillation_loss: lambda: {"student_logits": torch.randn(2, 3),
+                                        "teacher_logits": torch.randn(2, 3),
+                                        "y": torch.tensor([0, 2]), "T": 2.0, "alpha": 0.5,
+                                        "target": "hard"},
+    distill.soft_gradient: lambda: {"student_logits": torch.randn(2, 3),
+                                    "teacher_logits": torch.randn(2, 3), "T": 2.0,
+                                    "scaled": False},
+    distill.distill: lambda: {"student": models.MLP((4, 2)), "teacher": models.MLP((4, 2)),
+                              "split": SPLIT, "T": 2.0, "alpha": 0.5, "target": "soft"},
+    grouplasso.neuron_groups: lambda: {"model": MLP},
+    grouplasso.group_lasso_penalty: lambda: {"model": MLP, "lam": 0.1},
+    grouplasso.group_soft_threshold: lambda: {"g": torch.ones(3, 2), "t": 0.1},
+    grouplasso.group_lasso_hook: lambda: {"lr": 0.1, "lam": 0.1},
+    grouplasso.alive: lambda: {"model": MLP},
+    grouplasso.shrink: lambda: {"model": MLP},
+    huffman.symbol_counts: lambda: {"stream": [1, 2, 2]},
+    huffman.entropy: lambda: {"counts": {1: 1, 2: 2}},
+    huffman.code_lengths: lambda: {"counts": {1: 1, 2: 2}},
+    huffman.canonical_codes: lambda: {"lengths": {1: 1, 2: 1}},
+    huffman.kraft_sum: lambda: {"lengths": {1: 1, 2: 1}},
+    huffman.expected_length: lambda: {"counts": {1: 1, 2: 2}, "lengths": {1: 1, 2: 1}},
+    mixed.DynamicScale: lambda: {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                 "growth_interval": 10, "good_steps": 0},
+    mixed.fit_mixed: lambda: {"model": models.MLP((4, 2)), "split": SPLIT, "epochs": 1,
+                              "lr": 0.1, "batch_size": 4, "momentum": 0.0,
+                              "fmt": formats.BF16, "loss_scale": 1.0,
+                              "master_weights": True, "seed": 0},
+    mx.e8m0_decode: lambda: {"code": torch.tensor([127], dtype=torch.uint8)},
+    mx.e8m0_encode: lambda: {"x": torch.tensor([1.0, 0.25])},
+    mx.mx_quantize: lambda: {"x": torch.randn(64), "fmt": formats.FP4_E2M1,
+                             "block_size": 32},
+    mx.mx_dequantize: lambda: dict(zip(("scale_code", "elements"),
+                                       mx.mx_quantize(torch.randn(64), formats.FP4_E2M1),
+                                       strict=True), shape=(64,)),
+    mx.mx_round: lambda: {"x": torch.randn(64), "fmt": formats.FP4_E2M1,
+                          "block_size": 32},
+    mx.mx_bits_per_element: lambda: {"fmt": formats.FP4_E2M1, "block_size": 32},
+    saliency.hessian: lambda: {"loss_fn": lambda w: (w ** 2).sum(), "w": torch.ones(3)},
+    saliency.hessian_diagonal: lambda: {"loss_fn": lambda w: (w ** 2).sum(),
+                                        "w": torch.ones(3)},
+    saliency.obd_saliency: lambda: {"w": torch.ones(3), "h_diag": torch.ones(3)},
+    saliency.obs_saliency: lambda: {"w": torch.ones(3), "h_inv": torch.eye(3)},
+    saliency.obs_update: lambda: {"w": torch.ones(3), "h_inv": torch.eye(3), "q": 1},
+    saliency.removal_loss_change: lambda: {"loss_fn": lambda w: (w ** 2).sum(),
+                                           "w": torch.ones(3)},
     bench.latency: lambda: {"fn": lambda: None, "repeats": 1, "warmup": 0, "threads": 1},
     bench.compare: lambda: {"fns": {"a": lambda: None}, "rounds": 1, "repeats": 1, "warmup": 0,
                             "threads": 1},
@@ -181,11 +271,13 @@ VALID = {
 ANY_OBJECT = {
     (encode.saved_bytes, "obj"): "torch.save accepts any picklable object",
     (train.fit, "desc"): "only a label for the progress bar",
+    (compress.snapshot_hook, "store"): "any mapping the caller wants the state written into",
 }
 
 #: Public functions outside the table, with the reason.
 NOT_IN_TABLE = {
     bench.native: "forwards its arguments to another function (tested in test_bench)",
+    compress.chain: "takes any number of hooks (each checked; tested in test_compress)",
     encode.saved_bytes: "takes any object",
     quant.check_scheme: "is itself a check",
     train.show_progress: "takes no arguments",
@@ -211,8 +303,9 @@ def test_every_public_function_is_in_the_table_or_excused():
 def _is_plain_container(obj) -> bool:
     """Results and models built by the library itself (Timing, Split, Codebook, LeNet5, …)."""
     return inspect.isclass(obj) and obj not in VALID and not inspect.signature(obj).parameters \
-        or obj in (bench.Timing, levers.data.Split, kmeans.Codebook, metrics.ClassReport,
-                   train.History, integer.IntLinear, integer.IntMLP)
+        or obj in (bench.Timing, bench.Peak, levers.data.Split, kmeans.Codebook,
+                   metrics.ClassReport, train.History, integer.IntLinear, integer.IntMLP,
+                   mixed.MixedHistory)
 
 
 CASES = [(fn, name) for fn, make in VALID.items() for name in make()
