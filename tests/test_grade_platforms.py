@@ -345,3 +345,29 @@ def test_classroom50_autograder_follows_the_documented_contract(tmp_path):
         assert (doc["score"], doc["max-score"]) == (points * 100, 800)
         assert sum(t["points"] for t in doc["tests"]) == points
         assert (checkout / "release-body.md").read_text().startswith("## minilab: ada")
+
+
+def test_gradescope_leaderboard_takes_measured_accuracy_of_passed_checks_only():
+    from types import SimpleNamespace
+
+    import nbformat
+
+    from levers.grading import report as rep
+    from levers.grading.score import CheckResult, Report
+
+    meta = {"nbgrader": {"grade_id": "q5-hidden", "grade": True}}
+    lab = SimpleNamespace(notebook=nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("", metadata=meta)]))
+    value = {"qat2_accuracy": 0.91234567, "bits": 2, "ptq_accuracy": [0.5]}
+    run = SimpleNamespace(probes={"q5-hidden": {"ok": True, "value": value}})
+    passed = Report("ada", 1, [CheckResult("q5-hidden", "hidden", "q5", 4, 4, "passed", "")],
+                    execution=run)
+    assert rep.gradescope(passed, lab)["leaderboard"] == [
+        {"name": "q5 qat2 accuracy", "value": 0.9123, "order": "desc"}]
+    jsonschema.validate(rep.gradescope(passed, lab), GRADESCOPE)
+    passed.checks[0].status = "failed"
+    assert "leaderboard" not in rep.gradescope(passed, lab)
+    meta["levers"] = {"leaderboard": ["bits"]}  # listed keys replace the automatic choice
+    passed.checks[0].status = "passed"
+    lab.notebook.cells[0].metadata = nbformat.from_dict(meta)
+    assert rep.leaderboard(passed, lab) == []  # bits is an int, not a measured float
