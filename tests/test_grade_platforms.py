@@ -188,6 +188,8 @@ def test_workflow_always_reports_and_classroom_is_gone():
     assert names.index("Grade") < names.index("Report")
     for step in steps[names.index("Report"):]:
         assert step["if"] == "always()"
+    for script in ("setup.sh", "run_autograder", "export-class.sh"):
+        subprocess.run(["bash", "-n", str(GRADING / script)], check=True)
     assert not (GRADING / "classroom.yml").exists()
     text = "\n".join(p.read_text() for p in GRADING.rglob("*") if p.is_file())
     assert "autograding-grading-reporter" not in text and "classroom.json" not in text
@@ -244,6 +246,12 @@ def test_gradescope_run_autograder_in_a_simulated_layout(tmp_path):
         assert got[name]["score"] == points and got[name]["output_format"] == "md"
         assert {t["visibility"] for t in got[name]["tests"]} == {"visible", "after_published"}
         assert "publishes the grades" in got[name]["output"]
+    # Out of time (Gradescope's limit nearly reached): a zero report that says so.
+    slow = {**env, "LIMIT": "48", "RESULTS": str(tmp_path / "slow.json")}
+    subprocess.run(["bash", str(GRADING / "run_autograder")], env=slow, check=True, timeout=60)
+    late = json.loads((tmp_path / "slow.json").read_text())
+    jsonschema.validate(late, GRADESCOPE)
+    assert late["score"] == 0 and "ran out of time" in late["output"]
     # No notebook at all: a zero report with the reason, never nothing.
     empty = tmp_path / "autograder" / "empty"
     empty.mkdir()
