@@ -2,6 +2,7 @@
 
     levers notebooks run PATH...     re-execute notebooks in place, reproducibly
     levers labs build                write labs/ (student versions) from solutions/
+    levers labs nbgrader COURSE      write an nbgrader course's source/ from solutions/
     levers grade SOLUTION SUB...     autograde submissions (see the instructor guide)
     levers bench [PATH...]           time notebook execution and the book build
 """
@@ -73,6 +74,14 @@ def cmd_labs_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_labs_nbgrader(args: argparse.Namespace) -> int:
+    from levers.grading.nbgrader_course import export_course
+
+    for path in export_course(args.solutions, args.course):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     for path in _notebooks(args.paths):
@@ -112,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--solutions", default="solutions")
     build.add_argument("--labs", default="labs")
     build.set_defaults(func=cmd_labs_build)
+    course = labs_sub.add_parser(
+        "nbgrader", help="write COURSE/source/ for nbgrader (hidden checks fail closed)")
+    course.add_argument("course", help="the nbgrader course folder")
+    course.add_argument("--solutions", default="solutions")
+    course.set_defaults(func=cmd_labs_nbgrader)
     sub.add_parser("grade", help="autograde submissions (levers grade --help)")
     bench = sub.add_parser("bench", help="time notebook execution and the book build")
     bench.add_argument("paths", nargs="*", default=["chapters", "solutions"])

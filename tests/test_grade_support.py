@@ -117,7 +117,7 @@ def test_batch_writes_every_report_gradebook_and_summary(tmp_path, capsys):
     assert status == 0
     for student in ("half_right", "not_json"):
         assert {p.name for p in (out / student).iterdir()} == {
-            "results.json", "classroom.json", "feedback.ipynb"}
+            "results.json", "feedback.ipynb"}
     rows = (out / "gradebook.csv").read_text().splitlines()
     assert rows[0] == "student,q1,q2,q3,total,max,notes"
     assert rows[1].startswith("half_right,0,3,2,5,8,")

@@ -49,7 +49,7 @@ def test_same_seed_same_reports(tmp_path):
     sub = SUBMISSIONS / "honest" / "half_right.ipynb"
     _, first = grade(tmp_path / "a", MINILAB, sub)
     _, second = grade(tmp_path / "b", MINILAB, sub)
-    for name in ("results.json", "classroom.json", "feedback.ipynb"):
+    for name in ("results.json", "feedback.ipynb"):
         a = json.loads((first / "half_right" / name).read_text())
         b = json.loads((second / "half_right" / name).read_text())
         a.pop("execution_time", None)

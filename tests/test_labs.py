@@ -103,9 +103,47 @@ def test_outputs_cleared_metadata_kept_input_untouched():
     student = labs.student_version(nb)
     assert nb == before
     for s, c in zip(student.cells, nb.cells, strict=True):
-        assert s.metadata == c.metadata and s.id == c.id
+        kept = {k: v for k, v in s.metadata.items() if k not in ("editable", "deletable")}
+        assert kept == c.metadata and s.id == c.id
         if s.cell_type == "code":
             assert s.outputs == [] and s.execution_count is None
+
+
+def test_locked_cells_carry_nbgrader_lock_flags():
+    student = labs.student_version(tiny_notebook())
+    flags = [{k: c.metadata[k] for k in ("editable", "deletable") if k in c.metadata}
+             for c in student.cells]
+    # set-up (plain), solution, public test, hidden check, markdown answer
+    assert flags == [{}, {"deletable": False}, {"deletable": False, "editable": False},
+                     {"deletable": False, "editable": False}, {"deletable": False}]
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_lab_lock_flags_are_the_ones_nbgrader_sets(solution):
+    """Outside oracle: nbgrader's own LockCells preprocessor, on the solution's cells."""
+    lockcells = pytest.importorskip("nbgrader.preprocessors").LockCells
+    sol, lab = read(solution), read(ROOT / "labs" / solution.name)
+    locked, _ = lockcells().preprocess(copy.deepcopy(sol), {})
+    for want, got in zip(locked.cells, lab.cells, strict=True):
+        for key in ("editable", "deletable"):
+            assert got.metadata.get(key) == want.metadata.get(key), (got.id, key)
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_nbgrader_source_hidden_cells_fail_closed_and_show_no_probe(solution):
+    from levers.grading.nbgrader_course import nbgrader_source
+
+    sol = read(solution)
+    source = nbgrader_source(sol)
+    hidden = [c for c in source.cells if labs.BEGIN_HIDDEN in c.source]
+    assert hidden and len(hidden) == sum(labs.BEGIN_HIDDEN in c.source for c in sol.cells)
+    for cell in hidden:
+        assert "probe" not in cell.source
+        with pytest.raises(AssertionError, match="levers grade"):
+            exec(compile(cell.source, "hidden", "exec"), {})
+    # Not a solution for `levers grade` (no probes): it cannot be mistaken for one.
+    with pytest.raises(ValueError, match="hidden check"):
+        labs.validate_solution(source)
 
 
 def test_build_is_deterministic_and_lab_is_current(tmp_path):

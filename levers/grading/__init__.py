@@ -12,8 +12,10 @@ Modules, in the order a submission meets them:
   everything and output budgets;
 - `values`: probe values as plain data and their type-strict comparison;
 - `score`: points per check, computed with the static checks in a limited child process
-  (`analysis`); `report`: results.json, runner JSON, feedback, gradebook;
-- `grader`: a batch, the reference run once per seed; `cli`: ``levers grade``.
+  (`analysis`); `report`: results.json, feedback, gradebook;
+- `grader`: a batch, the reference run once per seed; `cli`: ``levers grade``;
+- `platforms`: what GitHub Actions, Classroom 50 and an LMS receive, made from results.json;
+  `nbgrader_course`: an nbgrader course's ``source/`` and its ``gradebook.db``.
 
 This package imports nothing heavy at import time: the launcher runs as ``python -m`` inside
 every kernel start.

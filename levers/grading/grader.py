@@ -154,7 +154,8 @@ def student_names(paths: list[Path]) -> list[str]:
 
 async def grade_batch(lab: Lab, submissions: list[Path], out: Path, seed: int, limits: Limits,
                       jobs: int, root: Path,
-                      on_done: Callable[[Report], None] = lambda r: None) -> list[Report]:
+                      on_done: Callable[[Report], None] = lambda r: None,
+                      names: list[str] | None = None) -> list[Report]:
     """Grade every submission, ``jobs`` at a time, against one reference run.
 
     Parameters
@@ -175,6 +176,8 @@ async def grade_batch(lab: Lab, submissions: list[Path], out: Path, seed: int, l
         Staging root for the kernels' folders.
     on_done : callable
         Called with each report as it completes (progress bar, writing files).
+    names : list of str, optional
+        The reports' folder names (default: `student_names` of the submissions).
     """
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
@@ -200,6 +203,6 @@ async def grade_batch(lab: Lab, submissions: list[Path], out: Path, seed: int, l
                       file=sys.stderr)
         return report
 
-    names = student_names(submissions)
+    names = names or student_names(submissions)
     return list(await asyncio.gather(*(one(p, n) for p, n in zip(submissions, names,
                                                                      strict=True))))

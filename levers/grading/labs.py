@@ -10,8 +10,11 @@ The student version keeps everything else byte for byte: each solution region be
 ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` at the region's indentation (so the
 ``def`` line and docstring above it survive), each hidden region disappears, and every output is
 cleared. The nbgrader metadata stays, so the grader can match a submission's cells by
-``grade_id``. Writing is deterministic: rebuilding gives the same bytes, which is how a test
-notices a ``labs/`` folder that is out of date.
+``grade_id``, and locked cells get the flags nbgrader's ``generate_assignment`` sets
+(``deletable: false`` on solution and locked cells, ``editable: false`` on locked ones), so
+JupyterLab refuses to edit or delete them as it does in an nbgrader release.
+Writing is deterministic: rebuilding gives the same bytes, which is how a test notices a
+``labs/`` folder that is out of date.
 """
 
 from __future__ import annotations
@@ -175,11 +178,29 @@ def _replace_regions(source: str, begin: str, end: str, stub: tuple[str, ...]) -
     return "\n".join(out + lines[last:])
 
 
+def lock_flags(meta: dict) -> dict[str, bool]:
+    """The cell flags nbgrader's ``LockCells`` sets for a cell with this nbgrader metadata.
+
+    Examples
+    --------
+    >>> lock_flags({"grade": True, "solution": False, "locked": True})
+    {'deletable': False, 'editable': False}
+    >>> lock_flags({"grade": False, "solution": True, "locked": False})
+    {'deletable': False}
+    """
+    if meta.get("solution"):
+        return {"deletable": False}
+    if meta.get("grade") or meta.get("locked"):
+        return {"deletable": False, "editable": False}
+    return {}
+
+
 def _student_cell(cell: NotebookNode) -> NotebookNode:
     cell = copy.deepcopy(cell)
     cell.metadata = NotebookNode(
         {k: v for k, v in cell.metadata.items() if k in _CELL_METADATA_KEPT})
     meta = cell.metadata.get("nbgrader", {})
+    cell.metadata.update(lock_flags(meta))
     if cell.cell_type == "code":
         cell.outputs = []
         cell.execution_count = None
@@ -211,7 +232,8 @@ def student_version(nb: NotebookNode) -> NotebookNode:
         A new notebook: solution regions replaced by ``# YOUR CODE HERE`` and
         ``raise NotImplementedError()``, hidden regions removed (a cell left empty keeps only
         ``# Hidden checks run when your lab is graded.``), outputs and execution counts
-        cleared, cell metadata reduced to ``nbgrader``, ``levers`` and ``tags``.
+        cleared, cell metadata reduced to ``nbgrader``, ``levers`` and ``tags`` plus
+        nbgrader's lock flags (`lock_flags`).
 
     Examples
     --------

@@ -2,22 +2,23 @@
 
 Per submission, in ``OUT/<student>/``:
 
-- ``results.json``: Gradescope's autograder format (``score``, ``execution_time``, ``output``,
-  ``tests[]`` with ``name``, ``score``, ``max_score``, ``status``, ``output``, ``visibility``;
-  public tests ``visible``, hidden checks ``after_published``);
-- ``classroom.json``: the runner result GitHub Classroom's grading reporter reads
-  (``version``, ``status``, ``max_score``, ``tests[]`` with ``name``, ``status``, ``score``,
-  ``message``, ``test_code``, ``filename``, ``line_no``, ``duration``), base64-encode it into
-  ``<RUNNER>_RESULTS``;
+- ``results.json``: Gradescope's autograder format (``score``, ``execution_time``, ``output``
+  with ``output_format`` ``md``, ``tests[]`` with ``name``, ``score``, ``max_score``,
+  ``status``, ``output`` (plain text), ``visibility``; public tests ``visible``, hidden checks
+  ``after_published``; a ``leaderboard`` from the experiment questions' measured accuracy). It
+  is the one per-submission record the other platforms' files are made from
+  (`levers.grading.platforms`);
 - ``feedback.ipynb``: the notebook as it ran, with a result cell under each question. It is
   inert: the student's markdown and raw cells appear as plain text in a fenced block (no
   heading, image, link or HTML of theirs renders), outputs keep only plain text and bitmaps
   (no HTML, SVG, JavaScript, Markdown or widget), and no cell but the grader's carries the
   grader's mark, so only the grader's cells can look like grader results.
 
-Per batch, ``OUT/gradebook.csv`` (one row per student, one column per question) and a summary
-table for the terminal. Everything except ``execution_time`` is a function of the submission and
-the seed, so grading twice with one seed writes the same files.
+Per batch, ``OUT/gradebook.csv`` (one row per student, one column per question; optionally
+Canvas's or Moodle's import layout) and a summary table for the terminal. Points are the ones
+`levers.grading.score` rounded once (to 0.01); nothing here rounds again. Everything except
+``execution_time`` is a function of the submission and the seed, so grading twice with one seed
+writes the same files.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import nbformat
 
-from levers.grading.score import Report
+from levers.grading import platforms
+from levers.grading.score import DECIMALS, Report
 from levers.grading.spec import Lab, grade_id, question_name
 
 VISIBILITY = {"public": "visible", "hidden": "after_published"}
@@ -107,14 +109,55 @@ def _hidden(report: Report) -> bool:
     return any(c.kind == "hidden" for c in report.checks)
 
 
-def gradescope(report: Report) -> dict:
+PUBLISHED = ("Hidden checks, and with them your total score, appear when your instructor "
+             "publishes the grades; until then you see the public tests only.")
+
+
+def leaderboard(report: Report, lab: Lab) -> list[dict]:
+    """Gradescope leaderboard entries: the measured accuracies of passed experiment questions.
+
+    An entry per top-level float value, named ``...accuracy...``, of a hidden check's probe
+    result, or per key the check's ``metadata.levers.leaderboard`` lists; only from a check
+    that passed, so a typed-in number never reaches the board.
+
+    Examples
+    --------
+    >>> leaderboard(Report("ada", 1), None)
+    []
+    """
+    if report.execution is None or lab is None:
+        return []
+    listed = {grade_id(c): c.get("metadata", {}).get("levers", {}).get("leaderboard")
+              for c in lab.notebook.cells if grade_id(c)}
+    entries = []
+    for c in report.checks:
+        if c.kind != "hidden" or c.status != "passed":
+            continue
+        value = report.execution.probes.get(c.grade_id, {}).get("value")
+        if not isinstance(value, dict):
+            continue
+        keys = listed.get(c.grade_id) or [k for k in value if "accuracy" in str(k)]
+        entries += [{"name": f"{c.question} {k}".replace("_", " "), "value": round(value[k], 4),
+                     "order": "desc"}
+                    for k in keys if isinstance(value.get(k), float)]
+    return entries
+
+
+def gradescope(report: Report, lab: Lab | None = None) -> dict:
     """The Gradescope ``results.json`` for one submission."""
-    return {
+    head = (f"**Score {_fmt(report.score)} / {_fmt(report.max_score)}**"
+            + (f" (probe seed {report.seed})." if _hidden(report) else "."))
+    lines = [head]
+    if _hidden(report):
+        lines += ["", PUBLISHED]
+    if report.notes:  # they can quote the student's own text: never rendered as Markdown
+        lines += ["", "Notes:", "", _verbatim("\n\n".join(report.notes))]
+    out = {
         "score": report.score,
         "execution_time": int(round(report.seconds)),
-        "output": "\n".join([f"Score {_fmt(report.score)} / {_fmt(report.max_score)}"
-                            + (f" (probe seed {report.seed})." if _hidden(report) else "."),
-                            *report.notes]),
+        "output": "\n".join(lines),
+        "output_format": "md",
+        "test_output_format": "text",
         "tests": [{
             "name": f"{c.question} {LABEL[c.kind]}",
             "number": c.grade_id,
@@ -126,27 +169,10 @@ def gradescope(report: Report) -> dict:
         } for c in report.checks],
         "extra_data": {"seed": report.seed},
     }
-
-
-def classroom(report: Report) -> dict:
-    """The GitHub Classroom runner result for one submission."""
-    errored = any(c.status == "error" for c in report.checks)
-    status = "pass" if report.score == report.max_score else ("error" if errored else "fail")
-    return {
-        "version": 1,
-        "status": status,
-        "max_score": report.max_score,
-        "tests": [{
-            "name": f"{c.question} {LABEL[c.kind]}",
-            "status": {"passed": "pass", "failed": "fail"}.get(c.status, "error"),
-            "score": c.score,
-            "message": c.message,
-            "test_code": "",
-            "filename": "",
-            "line_no": 0,
-            "duration": 0,
-        } for c in report.checks],
-    }
+    board = leaderboard(report, lab)
+    if board:
+        out["leaderboard"] = board
+    return out
 
 
 def _result_cell(report: Report, question: str) -> nbformat.NotebookNode:
@@ -189,17 +215,18 @@ def feedback(report: Report, lab: Lab) -> nbformat.NotebookNode:
 
 
 def write(report: Report, lab: Lab, folder: Path) -> None:
-    """Write ``results.json``, ``classroom.json`` and ``feedback.ipynb`` into ``folder``."""
+    """Write ``results.json`` and ``feedback.ipynb`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(clean(gradescope(report)), indent=2) + "\n")
-    (folder / "classroom.json").write_text(json.dumps(clean(classroom(report)), indent=2) + "\n")
+    results = json.dumps(clean(gradescope(report, lab)), indent=2)
+    (folder / "results.json").write_text(results + "\n")
     nb = nbformat.from_dict(clean(feedback(report, lab)))
     nbformat.write(nb, folder / "feedback.ipynb")
 
 
 def question_scores(report: Report, lab: Lab) -> dict[str, float]:
     """Points per question."""
-    return {q.name: round(sum(c.score for c in report.checks if c.question == q.name), 6)
+    return {q.name: round(sum(c.score for c in report.checks if c.question == q.name),
+                          DECIMALS)
             for q in lab.questions}
 
 
@@ -212,6 +239,17 @@ def gradebook(reports: list[Report], lab: Lab, path: Path) -> None:
             scores = question_scores(r, lab)
             out.writerow([r.student, *[_fmt(scores[q.name]) for q in lab.questions],
                           _fmt(r.score), _fmt(r.max_score), clean(" | ".join(r.notes)[:500])])
+
+
+LAYOUTS = platforms.LAYOUTS
+
+
+def lms_gradebook(reports: list[Report], lab: Lab, path: Path, layout: str) -> None:
+    """The batch's totals in Canvas's or Moodle's import layout (`platforms.lms_rows`)."""
+    rows = [{"student": r.student, "score": r.score, "max_score": r.max_score,
+             "notes": clean(" | ".join(r.notes)[:500])} for r in reports]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(platforms.lms_rows(rows, lab.path.stem, lab.points, layout))
 
 
 def summary(reports: list[Report], lab: Lab) -> str:

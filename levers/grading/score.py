@@ -24,6 +24,11 @@ from levers.grading.spec import Lab, grade_id
 from levers.grading.static import Finding, forbidden_uses
 from levers.grading.values import compare
 
+#: Partial credit is rounded once, here, to this many decimals; every output (Gradescope, the
+#: gradebook, nbgrader, Actions, Classroom 50) shows these values and sums of them, never a
+#: rounding of its own.
+DECIMALS = 2
+
 
 @dataclass
 class CheckResult:
@@ -52,7 +57,7 @@ class Report:
 
     @property
     def score(self) -> float:
-        return round(sum(c.score for c in self.checks), 6)
+        return round(sum(c.score for c in self.checks), DECIMALS)
 
     @property
     def max_score(self) -> float:
@@ -82,7 +87,8 @@ def _hidden(check, probe: dict, want: dict) -> tuple[float, str, str]:  # noqa: 
         diffs = compare(got, want, check.rtol, check.atol)
         fraction = len(right) / len(want)
         status = "passed" if fraction == 1 else "failed"
-        return check.points * fraction, status, "\n".join(diffs[:5]) or "All values match."
+        return (round(check.points * fraction, DECIMALS), status,
+                "\n".join(diffs[:5]) or "All values match.")
     diffs = compare(got, want, check.rtol, check.atol)
     if diffs:
         more = f"\n(and {len(diffs) - 5} more differences)" if len(diffs) > 5 else ""
