@@ -2,8 +2,9 @@
 
 Each is a top-level function so `levers.bench.native` can run it in a fresh process with the
 machine's fastest kernels: `matmul_formats` (Chapter 1: one matrix product per number format) and
-`csr_vs_dense` (Chapter 2: a CSR product at each sparsity against the dense one). Both time their
-candidates in interleaved rounds with `levers.bench.compare`.
+`csr_vs_dense` (Chapter 2: a CSR product at each sparsity against the dense one; `csr_vs_dense_runs`
+repeats it to show the spread). They time their candidates in interleaved rounds with
+`levers.bench.compare`.
 """
 
 from __future__ import annotations
@@ -99,3 +100,22 @@ def csr_vs_dense(weight: torch.Tensor, x: torch.Tensor, sparsities: Sequence[flo
         fns: dict[object, Callable[[], object]] = {"dense": lambda: weight @ x}
         fns |= {s: (lambda c=c: c @ x) for s, c in csr.items()}
         return compare(fns, rounds=rounds, repeats=repeats)
+
+
+def csr_vs_dense_runs(weight: torch.Tensor, x: torch.Tensor, sparsities: Sequence[float],
+                      runs: int = 5, rounds: int = 1, repeats: int = 5
+                      ) -> list[dict[object, Timing]]:
+    """`csr_vs_dense` `runs` times in a row: one result per run, to show how much runs vary.
+
+    A quantity derived from one run (such as a break-even sparsity) should be reported as the
+    median and range over the runs, not as one number.
+
+    Examples
+    --------
+    >>> out = csr_vs_dense_runs(torch.eye(4), torch.ones(4, 2), [0.5], runs=2, repeats=1)
+    >>> len(out), sorted(map(str, out[0]))
+    (2, ['0.5', 'dense'])
+    """
+    check_int("runs", runs, 1)
+    return [csr_vs_dense(weight, x, sparsities, rounds=rounds, repeats=repeats)
+            for _ in range(runs)]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from levers._checks import check_instance, check_tensor, check_weight, fail
 from levers._checks import check_labels as _labels
-from levers.models import MLP
+from levers.models import MLP, LeNet5
 from levers.prune import prunable
 
 
@@ -194,13 +194,18 @@ def weight_sparsity(model: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
-def activation_sparsity(model: MLP, x: Tensor) -> dict[str, float]:
-    """`sparsity` of each hidden ReLU output of a `levers.models.MLP` on inputs `x`.
+def activation_sparsity(model: MLP | LeNet5, x: Tensor) -> dict[str, float]:
+    """`sparsity` of each hidden ReLU output of an `MLP` or the `LeNet5` CNN on inputs `x`.
+
+    Every Linear and Conv layer but the last (the logits) is followed by a ReLU in these
+    models; a conv layer's zeros are counted over all channels and positions of its feature
+    map, before pooling (max-pooling a ReLU map keeps a zero only where its whole window is 0).
 
     Returns
     -------
     dict of str to float
-        Keyed by the layer whose output the ReLU follows (``"fc1"``, ``"fc2"``, …).
+        Keyed by the layer whose output the ReLU follows (``"fc1"``, ``"fc2"``, … for an MLP;
+        ``"conv1"``, ``"conv2"``, ``"fc1"``, ``"fc2"`` for LeNet-5).
 
     Examples
     --------
@@ -210,14 +215,18 @@ def activation_sparsity(model: MLP, x: Tensor) -> dict[str, float]:
     ...     _ = model.fc1.bias.zero_()
     >>> activation_sparsity(model, torch.tensor([[1.0, 5.0]]))
     {'fc1': 0.5}
+    >>> list(activation_sparsity(LeNet5(), torch.rand(2, 1, 28, 28)))
+    ['conv1', 'conv2', 'fc1', 'fc2']
     """
-    check_instance("model", model, MLP)
+    check_instance("model", model, MLP | LeNet5)
     check_weight(x, name="x")
-    names = [f"fc{i}" for i in range(1, len(model.sizes) - 1)]
+    layers = {name: module for name, module in model.named_modules()
+              if isinstance(module, nn.Linear | nn.Conv2d)}
+    hidden = list(layers)[:-1]  # the last layer gives the logits: no ReLU after it
     out: dict[str, float] = {}
-    handles = [getattr(model, name).register_forward_hook(
+    handles = [layers[name].register_forward_hook(
         lambda _m, _i, y, name=name: out.__setitem__(name, sparsity(torch.relu(y))))
-        for name in names]
+        for name in hidden]
     was_training = model.training
     try:
         model.eval()

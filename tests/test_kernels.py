@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from levers.kernels import csr_vs_dense, matmul_formats
+from levers.kernels import csr_vs_dense, csr_vs_dense_runs, matmul_formats
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -40,3 +40,15 @@ def test_csr_vs_dense_rejects_bad_shapes(w, x, match):
 def test_csr_vs_dense_rejects_bad_sparsities():
     with pytest.raises(ValueError, match="amount"):
         csr_vs_dense(torch.randn(6, 5), torch.randn(5, 3), [1.5])
+
+
+def test_csr_vs_dense_runs_gives_one_independent_result_per_run():
+    w = torch.randn(4, 5)
+    out = csr_vs_dense_runs(w, torch.randn(5, 3), [0.0, 0.9], runs=3, repeats=2)
+    assert len(out) == 3
+    for run in out:
+        assert list(run) == ["dense", 0.0, 0.9]
+        assert all(t.repeats == 2 for t in run.values())
+    assert len({id(run) for run in out}) == 3
+    with pytest.raises(ValueError, match="runs"):
+        csr_vs_dense_runs(w, torch.randn(5, 3), [0.5], runs=0)

@@ -339,3 +339,22 @@ def test_activation_sparsity_keeps_an_evaluating_model_in_eval_mode():
     model = MLP((4, 3, 2)).eval()
     metrics.activation_sparsity(model, torch.randn(5, 4))
     assert not model.training
+
+
+def test_activation_sparsity_of_the_cnn_counts_each_relu_map():
+    from levers.models import LeNet5
+
+    torch.manual_seed(0)
+    model, x = LeNet5(), torch.rand(20, 1, 28, 28)
+    got = metrics.activation_sparsity(model, x)
+    with torch.no_grad():
+        a1 = torch.relu(model.conv1(x))
+        a2 = torch.relu(model.conv2(torch.max_pool2d(a1, 2)))
+        a3 = torch.relu(model.fc1(torch.max_pool2d(a2, 2).flatten(1)))
+        a4 = torch.relu(model.fc2(a3))
+    expected = {k: float((a == 0).double().mean())
+                for k, a in zip(["conv1", "conv2", "fc1", "fc2"], [a1, a2, a3, a4], strict=True)}
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert list(got) == ["conv1", "conv2", "fc1", "fc2"]
+    with pytest.raises(TypeError, match="MLP or a levers.models.LeNet5"):
+        metrics.activation_sparsity(torch.nn.Linear(4, 2), torch.ones(1, 4))

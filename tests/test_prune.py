@@ -225,3 +225,128 @@ def test_non_tensor_weight_is_a_type_error():
         prune.magnitude_mask([1.0, 2.0], 0.5)
     with pytest.raises(TypeError, match="floating-point"):
         prune.magnitude_mask(torch.ones(3, dtype=torch.int64), 0.5)
+
+
+# --- Han et al.'s per-layer threshold, N:M on conv weights, blocks and channels -------------
+
+
+def asp_m4n2_mask(w: torch.Tensor) -> torch.Tensor:
+    """NVIDIA ASP's 2:4 rule (apex.contrib.sparsity.sparse_masklib): a conv weight is permuted
+    to [kh, kw, out, in] and viewed as rows of input channels; every group of 4 keeps the
+    pattern of two ones with the largest sum of |w| (brute force over all six patterns)."""
+    import itertools
+
+    patterns = torch.tensor([[1.0 if i in keep else 0.0 for i in range(4)]
+                             for keep in itertools.combinations(range(4), 2)])
+    if w.dim() == 4:
+        o, i, kh, kw = w.shape
+        mat = w.permute(2, 3, 0, 1).reshape(-1, i)
+    else:
+        mat = w
+    groups = mat.abs().reshape(-1, 4)
+    best = patterns[torch.argmax(groups @ patterns.T, dim=1)].reshape(mat.shape).bool()
+    if w.dim() == 4:
+        return best.reshape(kh, kw, o, i).permute(2, 3, 0, 1)
+    return best
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 3, 3), (16, 8, 5, 5), (4, 12, 1, 1), (6, 16)])
+@pytest.mark.parametrize("seed", range(5))
+def test_nm_mask_equals_nvidia_asp_rule_on_conv_and_linear(shape, seed):
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(prune.nm_mask(w, 2, 4), asp_m4n2_mask(w))
+
+
+def test_nm_mask_on_lenet5_groups_input_channels_and_refuses_too_few():
+    model = LeNet5()
+    for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
+        w = model.get_parameter(name)
+        assert torch.equal(prune.nm_mask(w), asp_m4n2_mask(w.detach()))
+    wide = torch.randn(4, 8, 5, 5)
+    keep = prune.nm_mask(wide)
+    assert (keep.reshape(4, 2, 4, 5, 5).sum(2) == 2).all()  # along the input channels
+    with pytest.raises(ValueError, match="input dimension"):
+        prune.nm_mask(model.conv2.weight)  # 6 input channels: not a multiple of 4
+
+
+@FAST
+@given(sizes=st.lists(st.integers(2, 40), min_size=1, max_size=3), q=st.floats(0.0, 2.0),
+       seed=st.integers(0, 2**16))
+def test_std_threshold_is_each_layers_quality_times_its_std(sizes, q, seed):
+    import numpy as np
+
+    g = torch.Generator().manual_seed(seed)
+    weights = {f"w{i}": torch.randn(n, generator=g) * (i + 1) for i, n in enumerate(sizes)}
+    masks = prune.std_threshold_masks(weights, q)
+    for name, w in weights.items():
+        tau = q * float(np.std(w.double().numpy(), ddof=1))
+        expected = torch.from_numpy(np.abs(w.double().numpy()) > tau)
+        assert torch.equal(masks[name], expected)
+        assert torch.equal(masks[name], prune.magnitude_mask(w, threshold=q * float(w.std())))
+
+
+def test_std_threshold_gives_each_layer_its_own_sparsity():
+    weights = {"a": torch.linspace(-1, 1, 101), "b": torch.linspace(-1, 1, 101) ** 3}
+    masks = prune.std_threshold_masks(weights, 0.5)
+    assert float(masks["a"].float().mean()) != float(masks["b"].float().mean())
+
+
+@pytest.mark.parametrize("block", [(1, 1), (2, 2), (4, 4), (2, 8)])
+@pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])
+def test_block_mask_prunes_the_smallest_blocks_by_norm(block, amount):
+    w = torch.randn(16, 32, generator=torch.Generator().manual_seed(3))
+    keep = prune.block_mask(w, amount, block)
+    bh, bw = block
+    tiles = keep.reshape(16 // bh, bh, 32 // bw, bw)
+    assert (tiles.all(dim=(1, 3)) == tiles.any(dim=(1, 3))).all()  # whole blocks
+    kept = tiles.all(dim=(1, 3))
+    norms = torch.tensor([[float(w[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw].norm())
+                           for c in range(32 // bw)] for r in range(16 // bh)])
+    assert int((~kept).sum()) == round(amount * kept.numel())
+    if kept.any() and (~kept).any():
+        assert norms[~kept].max() <= norms[kept].min()
+    if block == (1, 1):
+        assert torch.equal(keep, prune.magnitude_mask(w, amount))
+
+
+@pytest.mark.parametrize("amount", [0.25, 0.5, 0.75])
+def test_channel_masks_equal_torch_ln_structured(amount):
+    torch.manual_seed(1)
+    model = LeNet5()
+    masks = prune.channel_masks(model, amount)
+    for name in ("conv1", "conv2"):
+        conv = getattr(model, name)
+        theirs = torch_prune.LnStructured(amount, n=1, dim=0).compute_mask(
+            conv.weight.detach(), torch.ones_like(conv.weight))
+        assert torch.equal(masks[f"{name}.weight"], theirs.bool())
+        assert torch.equal(masks[f"{name}.bias"], theirs.bool().flatten(1)[:, 0])
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.25, 0.5, 0.75])
+def test_shrunk_cnn_equals_the_channel_masked_model(amount):
+    torch.manual_seed(2)
+    model = LeNet5()
+    masked = LeNet5()
+    masked.load_state_dict(model.state_dict())
+    prune.apply_masks(masked, prune.channel_masks(masked, amount))
+    small = prune.shrink_cnn(model, amount)
+    c1, c2 = 6 - round(6 * amount), 16 - round(16 * amount)
+    assert (small.conv1.out_channels, small.conv2.in_channels) == (c1, c1)
+    assert (small.conv2.out_channels, small.fc1.in_features) == (c2, 25 * c2)
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(small(x), masked(x), atol=1e-5)
+    assert model.conv1.out_channels == 6  # the original is untouched
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: prune.std_threshold_masks({"w": torch.ones(1)}, 1.0), "at least two"),
+    (lambda: prune.std_threshold_masks({"w": torch.ones(3)}, -1.0), "quality"),
+    (lambda: prune.block_mask(torch.ones(4, 6), 0.5, (4, 4)), "multiple of block"),
+    (lambda: prune.block_mask(torch.ones(4, 4), 0.5, (4, 0)), "block"),
+    (lambda: prune.channel_masks(MLP((4, 2)), 0.5), "LeNet5"),
+    (lambda: prune.shrink_cnn(LeNet5(), 1.5), "amount"),
+])
+def test_new_criteria_reject_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
