@@ -1,5 +1,6 @@
 # The course's commands. Each target creates .venv from requirements.txt on first use.
 #   make book        build the book into _build/html (open _build/html/index.html)
+#   make pdf         build the whole book as one PDF, _build/latex/levers.pdf (XeLaTeX)
 #   make test        every test: library, notebooks (nbval + reproducibility), labs, grader, book, browser
 #   make lab         JupyterLab on labs/ for students
 #   make notebooks   re-execute chapters/ and solutions/ in place with the reproducibility settings
@@ -31,7 +32,7 @@ LIB_TESTS := $(filter-out tests/test_book.py tests/test_labs.py tests/test_repro
                tests/test_cli.py tests/test_style.py tests/test_repro.py tests/test_grade_%.py, \
                $(wildcard tests/test_*.py))
 
-.PHONY: book test test-fast lint lock lab notebooks labs grade bench clean
+.PHONY: book pdf pdf-deps test test-fast lint lock lab notebooks labs grade bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,29 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -n -W --keep-going
 	@echo "Open _build/html/index.html"
+
+# The PDF edition: Sphinx's LaTeX writer and XeLaTeX (xeCJK and Noto CJK for the Chinese
+# title and glossary). Debian's TeX packages are installed when missing, as .ci/run installs
+# Chromium (as root; elsewhere prefix sudo or install TEX_DEBS yourself). The PDF is copied
+# next to the HTML edition, where the intro page links to it.
+TEX_DEBS := texlive-xetex texlive-latex-recommended texlive-latex-extra \
+            texlive-fonts-recommended tex-gyre texlive-lang-chinese latexmk \
+            fonts-dejavu-core fonts-noto-cjk poppler-utils
+TEX_READY := command -v xelatex && command -v latexmk && command -v pdftotext \
+             && kpsewhich xeCJK.sty && fc-list | grep -q "Noto Serif CJK" \
+             && fc-list | grep -q "DejaVu Serif"
+
+pdf-deps:
+	@if ! ( $(TEX_READY) ) >/dev/null 2>&1; then \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(TEX_DEBS) >/dev/null; \
+	fi
+
+pdf: $(STAMP) pdf-deps
+	$(BIN)/jupyter-book build . --builder pdflatex -n -W --keep-going
+	mkdir -p _build/html && cp _build/latex/levers.pdf _build/html/levers.pdf
+	@echo "Open _build/latex/levers.pdf"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n 2 --dist loadfile

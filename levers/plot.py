@@ -20,7 +20,8 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 
 def style() -> None:
-    """Apply the house style: readable sizes, light grid, colour-blind-safe colours."""
+    """Apply the house style: readable sizes, light grid, colour-blind-safe colours, and an
+    opaque white background, so that a figure stays legible on the book's dark theme."""
     mpl.rcParams.update({
         "figure.figsize": (6.4, 3.6),
         "figure.dpi": 100,
@@ -34,6 +35,10 @@ def style() -> None:
         "axes.spines.right": False,
         "axes.prop_cycle": mpl.cycler(color=PALETTE),
         "legend.frameon": False,
+        # opaque white, also in the book's dark mode (book/_static/levers.css frames it)
+        "figure.facecolor": "white",
+        "savefig.facecolor": "white",
+        "savefig.transparent": False,
         "svg.hashsalt": "levers",
         "path.simplify": False,
     })

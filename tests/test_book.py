@@ -6,8 +6,17 @@ One build per test session (`built_book`), shared by all tests here:
   ``_toc.yml`` has its HTML file; every entry of the bibliography files is cited; no page or
   style sheet loads a script, style sheet, font or image from the network;
 - `test_every_page_in_chromium`: Debian's Chromium, driven by Playwright, opens every page from
-  a local server and checks: no console error, no failed request, no request to any host but
-  127.0.0.1, math typeset by MathJax wherever there is math, every image loaded.
+  a local server at 1280 px and checks: no console error, no failed request, no request to any
+  host but 127.0.0.1, math typeset by MathJax wherever there is math, every image loaded; and the
+  reader's layout: no code block or cell output scrolls sideways (``scrollWidth`` ≤
+  ``clientWidth``; the failure names the page, the cell and its first line), every image has alt
+  text, every figure has a caption (a MyST figure's, or an italic paragraph right under the
+  cell). Pages in `NOT_YET_CONVERTED` skip the layout checks, each with its reason listed by
+  `test_not_yet_converted`;
+- `test_figures_in_dark_mode`: a chapter in the theme's dark mode, screenshotted: its figures
+  keep a light backdrop on the dark page;
+- `test_pdf_edition`: ``make pdf``'s build (XeLaTeX) gives one PDF holding every chapter's title,
+  the Chinese one included, and the chapters' figures.
 
 Set ``BOOK_SCREENSHOTS=/some/dir`` to save a full-page screenshot of every page there.
 """
@@ -15,9 +24,13 @@ Set ``BOOK_SCREENSHOTS=/some/dir`` to save a full-page screenshot of every page 
 from __future__ import annotations
 
 import functools
+import html
 import http.server
+import io
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -51,6 +64,22 @@ LOCAL_HOST = "127.0.0.1"
 REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])([^'")\s]+)""", re.IGNORECASE)
+# Pages whose code and outputs are still being rewrapped to the column (issue 18) skip the layout
+# checks (code and outputs fit at 1280 px, alt text, captions); everything else is checked on
+# them too. A page name ending in "-" stands for the page whose file starts so. Empty this once
+# those pages are converted: test_not_yet_converted fails for a listed page that passes.
+NOT_YET_CONVERTED = {
+    "chapters/02-sparsity.html": "Chapter 2 is rewrapped on its own branch (issue 18)",
+    "chapters/04-quantization.html": "Chapter 4 is rewrapped on its own branch (issue 18)",
+    "chapters/05-": "Chapter 5 is being written on its own branch (issue 18)",
+    "labs/lab01-precision.html": "labs are generated from solutions/, rewrapped separately",
+    "labs/lab02-sparsity.html": "labs are generated from solutions/, rewrapped separately",
+    "labs/lab03-compression.html": "labs are generated from solutions/, rewrapped separately",
+    "labs/lab04-quantization.html": "labs are generated from solutions/, rewrapped separately",
+    "labs/lab05-": "labs are generated from solutions/, rewrapped separately",
+    "labs/lab06-mathematics.html": "labs are generated from solutions/, rewrapped separately",
+}
+WIDTH = 1280  # the desktop width the layout checks run at
 
 
 @dataclass(frozen=True)
@@ -61,20 +90,24 @@ class Build:
     html: Path
 
 
+def jupyter_book_build(out: Path, *options: str, timeout: float = 600) -> tuple[int, str, float]:
+    """``jupyter-book build`` of the repository into `out`: exit code, log and seconds."""
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    if not jupyter_book.is_file():
+        pytest.fail(f"jupyter-book not found next to {sys.executable}")
+    cmd = [str(jupyter_book), "build", str(ROOT), "--path-output", str(out), *options]
+    cmd += ["-n", "-W", "--keep-going"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - start
+    return proc.returncode, ANSI.sub("", proc.stdout + proc.stderr), seconds
+
+
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory: pytest.TempPathFactory) -> Build:
     """Build the book once, from the repository root, into a temporary directory."""
     out = tmp_path_factory.mktemp("book")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    if not jupyter_book.is_file():
-        pytest.fail(f"jupyter-book not found next to {sys.executable}")
-    cmd = [str(jupyter_book), "build", str(ROOT), "--path-output", str(out)]
-    cmd += ["-n", "-W", "--keep-going"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    seconds = time.perf_counter() - start
-    log = ANSI.sub("", proc.stdout + proc.stderr)
-    return Build(proc.returncode, log, seconds, out / "_build" / "html")
+    return Build(*jupyter_book_build(out), out / "_build" / "html")
 
 
 def build_report(build: Build) -> str:
@@ -176,6 +209,21 @@ def test_every_reference_is_cited(built_book: Build) -> None:
 
 
 @pytest.mark.book
+def test_every_chapter_says_how_to_run_it(built_book: Build) -> None:
+    # book/_ext/runlocally.py puts the command under each chapter's title
+    require_build(built_book)
+    chapters = [f for f in toc_files() if f.startswith("chapters/")]
+
+    def run_line(chapter: str) -> str:
+        page = (built_book.html / f"{chapter}.html").read_text(encoding="utf-8")
+        found = re.search(r'<p class="run-locally">(.*?)</p>', page, re.DOTALL)
+        return html.unescape(re.sub(r"<[^>]+>", "", found.group(1))) if found else ""
+
+    silent = [f for f in chapters if f"jupyter lab {f}.ipynb" not in run_line(f)]
+    assert chapters and not silent, f"chapters that do not say how to run them: {silent}"
+
+
+@pytest.mark.book
 def test_nothing_loads_from_the_network(built_book: Build) -> None:
     require_build(built_book)
     assert (built_book.html / "_static" / "mathjax" / "tex-chtml.js").is_file()
@@ -242,6 +290,43 @@ SETTLE = """async () => {
     })));
 }"""
 
+# Runs in the page: what a reader would find wrong with its layout at this width.
+LAYOUT = """() => {
+    const cells = Array.from(document.querySelectorAll("div.cell"));
+    const firstLine = (el) => (el.textContent.split("\\n").find((l) => l.trim()) || "")
+        .trim().slice(0, 60);
+    const where = (el) => {
+        const cell = el.closest("div.cell");
+        if (!cell) {
+            return `code block «${firstLine(el)}»`;
+        }
+        const input = cell.querySelector(".cell_input pre");
+        const part = el.closest(".cell_output") ? "output" : "code";
+        return `cell ${cells.indexOf(cell) + 1} (${part} of «${input ? firstLine(input) : ""}»)`;
+    };
+    const article = document.querySelector("article") || document.documentElement;
+    const boxes = Array.from(article.querySelectorAll("pre, .cell_output > *"));
+    const wide = boxes.filter((el) => el.scrollWidth > el.clientWidth + 1)
+        .map((el) => `${where(el)}: ${el.scrollWidth} px wide in a ${el.clientWidth} px box`);
+    const images = Array.from(article.querySelectorAll("img"));
+    const no_alt = images.filter((img) => !(img.getAttribute("alt") || "").trim())
+        .map((img) => `${where(img)}: ${img.getAttribute("src")}`);
+    const captioned = (img) => {
+        const figure = img.closest("figure");
+        if (figure) {
+            return !!(figure.querySelector("figcaption") || {}).textContent;
+        }
+        const cell = img.closest("div.cell");
+        const next = cell && cell.nextElementSibling;
+        return !!(next && next.tagName === "P" && next.firstChild
+                  && next.firstChild.nodeName === "EM");
+    };
+    // a figure is an image a cell drew or a figure directive placed, not an icon of the theme
+    const figures = images.filter((img) => img.closest(".cell_output, figure"));
+    const uncaptioned = figures.filter((img) => !captioned(img)).map(where);
+    return {wide, no_alt, uncaptioned, images: images.length};
+}"""
+
 INSPECT = """() => {
     const math = Array.from(document.querySelectorAll(".math"));
     return {
@@ -258,8 +343,17 @@ INSPECT = """() => {
 }"""
 
 
-def visit(context: BrowserContext, url: str, screenshot: Path | None) -> tuple[list[str], bool]:
-    """Open one page; return what went wrong on it and whether it has math."""
+@dataclass
+class Visit:
+    """What one page showed: what went wrong on it, its layout problems, whether it has math."""
+
+    found: list[str]
+    layout: list[str]
+    math: bool
+
+
+def visit(context: BrowserContext, url: str, screenshot: Path | None) -> Visit:
+    """Open one page and inspect it."""
     found: list[str] = []
     page = context.new_page()
 
@@ -291,15 +385,39 @@ def visit(context: BrowserContext, url: str, screenshot: Path | None) -> tuple[l
         found.append(f"TeX errors: {seen['tex_errors'][:5]}")
     if seen["broken_images"]:
         found.append(f"images not loaded: {seen['broken_images']}")
+    shown = page.evaluate(LAYOUT)
+    layout = [f"scrolls sideways: {w}" for w in shown["wide"]]
+    layout += [f"image without alt text: {w}" for w in shown["no_alt"]]
+    layout += [f"figure without a caption: {w}" for w in shown["uncaptioned"]]
     if screenshot is not None:
         page.screenshot(path=str(screenshot), full_page=True)
     page.close()
-    return found, bool(seen["math"])
+    return Visit(found, layout, bool(seen["math"]))
 
 
-@pytest.mark.book
-@pytest.mark.browser
-def test_every_page_in_chromium(built_book: Build, site: str) -> None:
+def listed_as(listed: str, name: str) -> bool:
+    """Whether the allow-list entry `listed` names page `name`."""
+    return name == listed or (listed.endswith("-") and name.startswith(listed))
+
+
+def not_yet_converted(name: str) -> str | None:
+    """The reason page `name` skips the layout checks, or None if it takes them."""
+    return next((why for listed, why in NOT_YET_CONVERTED.items() if listed_as(listed, name)),
+                None)
+
+
+def local_only(route: Route, request: Request) -> None:
+    """Never let a page reach the network, even when the test is about to fail."""
+    target = urlparse(request.url)
+    if target.scheme in ("data", "blob", "about") or target.hostname == LOCAL_HOST:
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture(scope="session")
+def browsed(built_book: Build, site: str) -> dict[str, Visit]:
+    """Every page of the built book, opened in Chromium at 1280 px (once per session)."""
     chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -307,32 +425,29 @@ def test_every_page_in_chromium(built_book: Build, site: str) -> None:
     if shots is not None:
         shots.mkdir(parents=True, exist_ok=True)
     pages = [p.relative_to(built_book.html).as_posix() for p in html_pages(built_book.html)]
-    problems: dict[str, list[str]] = {}
-    math_pages = []
+    visits = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-
-        def local_only(route: Route, request: Request) -> None:
-            # Never let a page reach the network, even when the test is about to fail.
-            target = urlparse(request.url)
-            if target.scheme in ("data", "blob", "about") or target.hostname == LOCAL_HOST:
-                route.continue_()
-            else:
-                route.abort()
-
+        context = browser.new_context(viewport={"width": WIDTH, "height": 900})
         context.route("**/*", local_only)
         for name in pages:
             shot = shots / (name.replace("/", "_") + ".png") if shots else None
-            found, has_math = visit(context, f"{site}/{name}", shot)
-            if found:
-                problems[name] = found
-            if has_math:
-                math_pages.append(name)
+            visits[name] = visit(context, f"{site}/{name}", shot)
         browser.close()
+    return visits
 
+
+@pytest.mark.book
+@pytest.mark.browser
+def test_every_page_in_chromium(browsed: dict[str, Visit]) -> None:
+    problems = {
+        name: v.found + ([] if not_yet_converted(name) else v.layout)
+        for name, v in browsed.items()
+    }
+    problems = {name: found for name, found in problems.items() if found}
+    math_pages = [name for name, v in browsed.items() if v.math]
     assert not problems, "pages with problems:\n" + "\n".join(
         f"{name}:\n  " + "\n  ".join(found) for name, found in problems.items()
     )
@@ -343,6 +458,73 @@ def test_every_page_in_chromium(built_book: Build, site: str) -> None:
         assert page in math_pages, f"{page} has no typeset math"
     for chapter in ("chapters/03-compression.html", "labs/lab03-compression.html"):
         assert chapter in math_pages, f"{chapter} has no typeset math"
+
+
+@pytest.mark.book
+@pytest.mark.browser
+@pytest.mark.parametrize("listed", sorted(NOT_YET_CONVERTED))
+def test_not_yet_converted(browsed: dict[str, Visit], listed: str) -> None:
+    """Each page of the allow-list skips, with its reason; one that passes must leave the list."""
+    reason = NOT_YET_CONVERTED[listed]
+    pages = [name for name in browsed if listed_as(listed, name)]
+    if not pages:
+        pytest.skip(f"{listed}: not in this build ({reason})")
+    failing = {name: browsed[name].layout for name in pages if browsed[name].layout}
+    assert failing, f"{pages} pass the layout checks now: remove {listed!r} from NOT_YET_CONVERTED"
+    first = next(iter(failing.values()))
+    pytest.skip(f"{listed}: layout checks skipped ({reason}); {len(first)} problems, "
+                f"e.g. {first[0]}")
+
+
+# Runs in the page: the luminance of the page background, and the box of its first figure.
+FIRST_FIGURE = """() => {
+    const img = document.querySelector("article .cell_output img");
+    img.scrollIntoView({block: "center"});
+    const r = img.getBoundingClientRect();
+    return {theme: document.documentElement.dataset.theme,
+            background: getComputedStyle(document.body).backgroundColor,
+            box: {x: r.x, y: r.y, width: r.width, height: r.height}};
+}"""
+
+
+def luminance(rgb: tuple[float, ...]) -> float:
+    r, g, b = rgb[:3]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.book
+@pytest.mark.browser
+def test_figures_in_dark_mode(built_book: Build, site: str) -> None:
+    chromium_or_skip()
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(viewport={"width": WIDTH, "height": 900})
+        context.route("**/*", local_only)
+        # the theme's own switch stores the reader's choice here
+        context.add_init_script("localStorage.setItem('mode', 'dark');"
+                                "localStorage.setItem('theme', 'dark');")
+        page = context.new_page()
+        page.goto(f"{site}/chapters/01-precision.html", wait_until="networkidle")
+        page.evaluate(SETTLE)
+        seen = page.evaluate(FIRST_FIGURE)
+        box = seen["box"]
+        shot = page.screenshot(clip=box)
+        if os.environ.get("BOOK_SCREENSHOTS"):
+            page.screenshot(path=str(Path(os.environ["BOOK_SCREENSHOTS"]) / "dark-mode.png"))
+        browser.close()
+    assert seen["theme"] == "dark", f"the page did not switch to dark mode: {seen}"
+    page_rgb = tuple(float(v) for v in re.findall(r"[\d.]+", seen["background"])[:3])
+    assert luminance(page_rgb) < 80, f"the dark page background is not dark: {seen}"
+    grey = Image.open(io.BytesIO(shot)).convert("L").histogram()
+    light = sum(grey[161:]) / sum(grey)
+    # a figure drawn for a white page, shown transparent, would be mostly dark here
+    assert light > 0.6, (f"in dark mode only {light:.0%} of the first figure of Chapter 1 is "
+                         f"light: the figure is drawn on the dark page")
 
 
 def faq_answers() -> dict[str, str]:
@@ -361,3 +543,62 @@ def test_every_faq_answer_quotes_a_measured_number_and_links_to_it() -> None:
         bare = re.sub(r"\{glue:text\}`[^`]*`|\$[^$]*\$", "", answer)
         typed = re.findall(r"\d+\.\d+|\d+ ?µJ", bare)
         assert not typed, f"FAQ {question!r}: numbers typed by hand: {typed}"
+
+
+# What the PDF edition needs from the system (make pdf-deps installs Debian's packages).
+TEX_TOOLS = ("xelatex", "latexmk", "pdftotext", "pdfimages", "pdfinfo")
+
+
+def chapter_titles() -> dict[str, str]:
+    """Each chapter of ``_toc.yml`` with the title its notebook opens with."""
+    titles = {}
+    for name in toc_files():
+        if name.startswith("chapters/"):
+            cells = json.loads((ROOT / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+            first = "".join(cells[0]["source"]).splitlines()[0]
+            titles[name] = first.removeprefix("# ").strip()
+    return titles
+
+
+@pytest.fixture(scope="session")
+def built_pdf(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """Build the PDF edition once, as ``make pdf`` does, into a temporary directory."""
+    missing = [tool for tool in TEX_TOOLS if shutil.which(tool) is None]
+    if missing:
+        problem = f"{', '.join(missing)} not installed (make pdf-deps installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the PDF edition cannot be built on CI: {problem}")
+        pytest.skip(f"PDF edition not built: {problem}")
+    out = tmp_path_factory.mktemp("pdf")
+    return Build(*jupyter_book_build(out, "--builder", "pdflatex", timeout=1800),
+                 out / "_build" / "latex")
+
+
+def letters(text: str) -> str:
+    """`text` without any whitespace: pdftotext drops or adds spaces around dashes and breaks."""
+    return "".join(text.split())
+
+
+@pytest.mark.book
+def test_pdf_edition(built_pdf: Build) -> None:
+    assert built_pdf.returncode == 0, f"the PDF build failed:\n{build_report(built_pdf)}"
+    assert "WARNING" not in built_pdf.log, f"the PDF build warned:\n{build_report(built_pdf)}"
+    pdf = built_pdf.html / "levers.pdf"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
+    pages = int(re.search(r"^Pages:\s+(\d+)", info.stdout, re.MULTILINE).group(1))
+    text = letters(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                check=True).stdout)
+    missing = [title for title in chapter_titles().values() if letters(title) not in text]
+    assert not missing, f"chapter titles not in the PDF's text: {missing}"
+    assert "精度与稀疏性" in text, "the Chinese title is not typeset"
+    listed = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True,
+                            check=True).stdout.splitlines()[2:]
+    images = [row for row in listed if row.split()[2] == "image"]
+    figures = sum(
+        "image/png" in output.get("data", {})
+        for name in chapter_titles()
+        for cell in json.loads((ROOT / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+        for output in cell.get("outputs", [])
+    )
+    assert len(images) >= figures, f"{len(images)} images in the PDF, {figures} in the chapters"
+    print(f"PDF built in {built_pdf.seconds:.0f} s: {pages} pages, {len(images)} images")
