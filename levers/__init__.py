@@ -13,10 +13,10 @@ repro.pin_environment()
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("accumulate", "bench", "book", "calibration", "clipping", "compress", "cost",
-               "data", "distill", "encode", "formats", "grading", "grouplasso", "huffman",
-               "integer", "kernels", "kmeans", "metrics", "mixed", "models", "mx", "plot", "prune",
-               "qmodel", "quant", "regularize", "saliency", "schedule", "train")
+_SUBMODULES = ("accumulate", "bench", "bits", "book", "calibration", "clipping", "compress",
+               "cost", "data", "distill", "encode", "float32", "formats", "grading",
+               "huffman", "integer", "kernels", "kmeans", "metrics", "mixed", "models", "mx",
+               "plot", "prune", "qmodel", "quant", "regularize", "saliency", "schedule", "train")
 
 
 def __getattr__(name: str):

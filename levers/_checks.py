@@ -112,6 +112,14 @@ def check_weight(w: object, name: str = "w") -> None:
         raise fail(name, w, "finite (no NaN or inf)")
 
 
+def check_float32(name: str, value: object) -> Tensor:
+    """A float32 tensor (float64 would be rounded twice, to float32 and then to a format)."""
+    check_tensor(name, value)
+    if value.dtype != torch.float32:
+        raise fail(name, value, "a float32 tensor (convert with x.float())")
+    return value
+
+
 def check_integers(name: str, value: object, low: int | None = None,
                    high: int | None = None) -> Tensor:
     """A tensor of an integer dtype (not bool) whose values lie in ``[low, high]``."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from levers.formats import FloatFormat, representable_values, round_to_format
+from levers.bits import representable_values
+from levers.formats import FloatFormat, round_to_format
 
 METHODS = ("nearest", "kahan", "stochastic")
 _NATIVE = (torch.float32, torch.float16, torch.bfloat16)  # dtypes PyTorch adds in, rounding once

@@ -15,7 +15,7 @@ and *when*:
 
 Scores are zero for weights that are already exactly zero, so a larger budget always prunes
 a superset of what a smaller one pruned: masks nest, round after round. The structured penalty
-(group lasso) is in `levers.grouplasso`, distillation in `levers.distill`.
+(group lasso) is in `levers.regularize`, distillation in `levers.distill`.
 """
 
 from __future__ import annotations

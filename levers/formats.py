@@ -38,10 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from levers._checks import check_integers, fail
-
-_F32_MANTISSA = 23  # float32 stores 23 mantissa bits; the leading 1 is implied
-_F32_BIAS = 127
+from levers import float32
+from levers._checks import check_float32, fail
 
 
 @dataclass(frozen=True)
@@ -128,6 +126,17 @@ class FloatFormat:
     def min_exponent(self) -> int:
         """Exponent of the smallest normal number (and of every subnormal's ULP binade)."""
         return 1 - self.bias
+
+    def ulp_exponent(self, exp: Tensor) -> Tensor:
+        """The exponent of one ULP at ``2^exp``: ``exp − m``, but never below the subnormals'
+        (under the smallest normal the ULP stops shrinking; the evenly spaced numbers there are
+        the subnormals)."""
+        return exp.clamp(min=self.min_exponent) - self.mantissa_bits
+
+    def dropped_bits(self, exp: Tensor) -> Tensor:
+        """How many low bits of a float32 significand at ``2^exp`` lie below this format's ULP
+        (capped at 30: from 25 on every bit of the 24-bit significand is dropped)."""
+        return (self.ulp_exponent(exp) - (exp - float32.MANTISSA_BITS)).clamp(max=30)
 
     @property
     def max_code(self) -> int:
@@ -261,42 +270,6 @@ def float_format(fmt: FloatFormat | str) -> FloatFormat:
     return fmt
 
 
-def _check_float32(x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise fail("x", x, "a torch.Tensor")
-    if x.dtype != torch.float32:
-        # float64 input would be rounded twice (to float32, then to the format): refuse it.
-        raise fail("x", x, "a float32 tensor (convert with x.float())")
-
-
-def _split(x: Tensor) -> tuple[Tensor, Tensor]:
-    """|x| = sig · 2^(exp - 23), read from the float32 bits; sig includes the implied 1."""
-    bits = x.view(torch.int32).to(torch.int64) & 0x7FFFFFFF
-    field, fraction = bits >> _F32_MANTISSA, bits & (2**_F32_MANTISSA - 1)
-    exp = field.clamp(min=1) - _F32_BIAS  # float32 subnormals share the exponent of E = 1
-    sig = torch.where(field > 0, fraction | 2**_F32_MANTISSA, fraction)
-    return exp, sig
-
-
-def _pow2(k: Tensor) -> Tensor:
-    """2^k as float32, built from bits so it is exact (subnormal below 2^-126, inf at 2^128)."""
-    k = k.clamp(-149, 128)
-    bits = torch.where(k >= -126, (k + _F32_BIAS) << _F32_MANTISSA, 1 << (k + 149).clamp(min=0))
-    return bits.to(torch.int32).view(torch.float32)
-
-
-def _ulp_exponent(exp: Tensor, fmt: FloatFormat) -> Tensor:
-    # One ULP of fmt at 2^exp is 2^(exp - m); below the smallest normal it stops shrinking, and
-    # the evenly spaced numbers there are the subnormals.
-    return exp.clamp(min=fmt.min_exponent) - fmt.mantissa_bits
-
-
-def _drop_bits(exp: Tensor, fmt: FloatFormat) -> Tensor:
-    # How many low bits of sig lie below fmt's ULP. From 25 on every bit is dropped (sig has 24),
-    # so cap the count to keep the shifts well defined.
-    return (_ulp_exponent(exp, fmt) - (exp - _F32_MANTISSA)).clamp(max=30)
-
-
 def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     """Round float32 values to the nearest value of ``fmt``, ties to even.
 
@@ -322,10 +295,10 @@ def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     >>> round_to_format(torch.tensor([470.0, float("inf")]), "fp8_e4m3")
     tensor([448., 448.])
     """
-    _check_float32(x)
+    check_float32("x", x)
     fmt = float_format(fmt)
-    exp, sig = _split(x)
-    drop = _drop_bits(exp, fmt)
+    exp, sig = float32.fields(x)
+    drop = fmt.dropped_bits(exp)
     # n = sig / 2^drop rounded to an integer: up when the dropped remainder is more than half a
     # ULP, or exactly half and the kept part is odd (ties go to the even mantissa).
     n = sig >> drop
@@ -333,172 +306,10 @@ def round_to_format(x: Tensor, fmt: FloatFormat | str) -> Tensor:
     n = n + ((twice_remainder > ulp) | ((twice_remainder == ulp) & (n % 2 == 1))).long()
     # n · 2^ulp_exponent is exact in float32 (n has at most 24 bits). A carry out of the mantissa
     # (1.11..1 -> 10.00..0) needs no special case: it is the next power of two.
-    magnitude = n.to(torch.float32) * _pow2(_ulp_exponent(exp, fmt))
+    magnitude = n.to(torch.float32) * float32.pow2(fmt.ulp_exponent(exp))
     too_big = {"inf": torch.inf, "saturate": fmt.max, "nan": torch.nan}[fmt.overflow]
     magnitude = torch.where(magnitude > fmt.max, too_big, magnitude)
     inf_becomes = torch.inf if fmt.overflow == "inf" else too_big
     magnitude = torch.where(torch.isinf(x), inf_becomes, magnitude)
     rounded = torch.where(torch.isnan(x), x, torch.copysign(magnitude, x))
     return torch.where(rounded == 0, 0.0, rounded) if fmt.fnuz else rounded  # fnuz has no −0
-
-
-def compose(sign: Tensor, exponent: Tensor, mantissa: Tensor, fmt: FloatFormat | str) -> Tensor:
-    """The value that the bit fields (sign, stored exponent, mantissa) of ``fmt`` encode.
-
-    Parameters
-    ----------
-    sign, exponent, mantissa : Tensor
-        Integer tensors of one shape: sign in {0, 1}, exponent in [0, 2^e), mantissa in [0, 2^m).
-    fmt : FloatFormat or str
-        The format, or its name in `FORMATS`.
-
-    Returns
-    -------
-    Tensor
-        float32 values; the special codes give ±inf and NaN.
-
-    Examples
-    --------
-    >>> compose(torch.tensor([0, 1]), torch.tensor([15, 0]), torch.tensor([512, 1]), "fp16")
-    tensor([ 1.5000e+00, -5.9605e-08])
-    """
-    fmt = float_format(fmt)
-    e, m = fmt.exponent_bits, fmt.mantissa_bits
-    for name, t, top in (("sign", sign, 1), ("exponent", exponent, 2**e - 1),
-                         ("mantissa", mantissa, 2**m - 1)):
-        check_integers(name, t, 0, top)
-    sign, exponent, mantissa = (t.to(torch.int64) for t in (sign, exponent, mantissa))
-    n = torch.where(exponent > 0, mantissa + 2**m, mantissa)  # normal numbers: implied leading 1
-    value = n.to(torch.float32) * _pow2(exponent.clamp(min=1) - fmt.bias - m)
-    all_ones = exponent == 2**e - 1
-    if fmt.has_inf:
-        value = torch.where(all_ones, torch.where(mantissa == 0, torch.inf, torch.nan), value)
-    elif fmt.fnuz:  # the code of −0 is the NaN
-        value = torch.where((sign == 1) & (exponent == 0) & (mantissa == 0), torch.nan, value)
-    elif fmt.has_nan:
-        value = torch.where(all_ones & (mantissa == 2**m - 1), torch.nan, value)
-    return torch.where(sign == 1, -value, value)
-
-
-def decompose(x: Tensor, fmt: FloatFormat | str) -> tuple[Tensor, Tensor, Tensor]:
-    """The bit fields (sign, stored exponent, mantissa) that ``fmt`` stores for ``x``.
-
-    ``x`` is first rounded with `round_to_format`; NaN gets all exponent and mantissa bits set.
-    `compose` is the inverse.
-
-    Parameters
-    ----------
-    x : Tensor
-        float32 tensor.
-    fmt : FloatFormat or str
-        The format, or its name in `FORMATS`.
-
-    Returns
-    -------
-    (sign, exponent, mantissa) : tuple of Tensor
-        int64 tensors shaped like ``x``.
-
-    Examples
-    --------
-    >>> decompose(torch.tensor([1.5, -2**-24]), "fp16")
-    (tensor([0, 1]), tensor([15,  0]), tensor([512,   1]))
-    """
-    fmt = float_format(fmt)
-    r = round_to_format(x, fmt)
-    exp, sig = _split(r)
-    n = sig >> _drop_bits(exp, fmt)  # exact: r has no bits below fmt's ULP
-    normal = r.abs() >= fmt.smallest_normal
-    exponent = torch.where(normal, exp + fmt.bias, 0)
-    mantissa = torch.where(normal, n - 2**fmt.mantissa_bits, n)
-    special = ~torch.isfinite(r)
-    exponent = torch.where(special, 2**fmt.exponent_bits - 1, exponent)
-    mantissa = torch.where(special, 0, mantissa)
-    nan = torch.isnan(r)
-    if fmt.fnuz:  # NaN is the code 1 000…0
-        return nan.long() | torch.signbit(r).long(), torch.where(nan, 0, exponent), \
-            torch.where(nan, 0, mantissa)
-    mantissa = torch.where(nan, 2**fmt.mantissa_bits - 1, mantissa)
-    return torch.signbit(r).long(), exponent, mantissa
-
-
-def bit_string(value: float, fmt: FloatFormat | str) -> str:
-    """The bits ``fmt`` stores for ``value``, as ``"sign exponent mantissa"``.
-
-    Parameters
-    ----------
-    value : float
-        A Python number; it is converted to float32 first, then rounded to ``fmt``.
-    fmt : FloatFormat or str
-        The format, or its name in `FORMATS`.
-
-    Returns
-    -------
-    str
-        The three fields in binary, separated by spaces.
-
-    Examples
-    --------
-    >>> bit_string(-2.5, "fp16")
-    '1 10000 0100000000'
-    """
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise fail("value", value, "a float")
-    fmt = float_format(fmt)
-    s, e, m = (t.item() for t in decompose(torch.tensor([float(value)]), fmt))
-    return f"{s} {e:0{fmt.exponent_bits}b} {m:0{fmt.mantissa_bits}b}"
-
-
-def spacing(x: Tensor, fmt: FloatFormat | str) -> Tensor:
-    """One ULP of ``fmt`` at ``x``: the gap between the representable numbers around ``x``.
-
-    Parameters
-    ----------
-    x : Tensor
-        float32 tensor.
-    fmt : FloatFormat or str
-        The format, or its name in `FORMATS`.
-
-    Returns
-    -------
-    Tensor
-        float32 ``2^(max(floor(log2 |x|), min_exponent) - mantissa_bits)``; inf where ``|x|``
-        lies past the format's top binade, NaN where x is ±inf or NaN.
-
-    Examples
-    --------
-    >>> spacing(torch.tensor([0.0, 1.0, 1000.0, 65504.0]), "fp16")
-    tensor([5.9605e-08, 9.7656e-04, 5.0000e-01, 3.2000e+01])
-    """
-    _check_float32(x)
-    fmt = float_format(fmt)
-    exp, _ = _split(x)
-    ulp = torch.where(exp > fmt.max_exponent, torch.inf, _pow2(_ulp_exponent(exp, fmt)))
-    return torch.where(torch.isfinite(x), ulp, torch.nan)
-
-
-def representable_values(fmt: FloatFormat | str) -> Tensor:
-    """Every finite value of ``fmt``, ascending, with a single zero.
-
-    Parameters
-    ----------
-    fmt : FloatFormat or str
-        A format of at most 16 bits, or its name in `FORMATS`.
-
-    Returns
-    -------
-    Tensor
-        float32 values from -max to max.
-
-    Examples
-    --------
-    >>> v = representable_values("fp8_e4m3")
-    >>> len(v), v[-3:].tolist()
-    (253, [384.0, 416.0, 448.0])
-    """
-    fmt = float_format(fmt)
-    if fmt.bits > 16:
-        raise fail("fmt", fmt.name, "a format of at most 16 bits (to enumerate)")
-    code = torch.arange(fmt.max_code + 1)  # magnitude codes, in increasing order of value
-    positive = compose(torch.zeros_like(code), code >> fmt.mantissa_bits,
-                       code & (2**fmt.mantissa_bits - 1), fmt)
-    return torch.cat([-positive[1:].flip(0), positive])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from levers import accumulate as acc
+from levers import bits
 from levers import formats as fm
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -67,7 +68,7 @@ def test_kahan_fp32_error_is_within_a_few_ulps_of_fsum():
 @pytest.mark.parametrize("fmt", [fm.FP16, fm.BF16, fm.FP8_E4M3, fm.FP4_E2M1], ids=lambda f: f.name)
 def test_stochastic_rounding_picks_a_neighbour_without_bias(fmt):
     g = torch.Generator().manual_seed(4)
-    table = fm.representable_values(fmt)
+    table = bits.representable_values(fmt)
     x = (torch.rand(200, generator=g) * 2 - 1) * min(fmt.max, 100.0)
     draws = torch.stack([acc.round_stochastic(x, fmt, g) for _ in range(400)])
     i = torch.searchsorted(table, x, right=True)

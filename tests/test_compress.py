@@ -1,5 +1,5 @@
 """Tests of levers.compress (criteria, schedules, masks through training, lottery tickets) and
-levers.grouplasso (penalty, block soft-threshold, shrinking)."""
+levers.regularize's neuron group lasso (penalty, block soft-threshold, shrinking)."""
 
 import copy
 
@@ -12,9 +12,9 @@ from scipy.optimize import minimize
 from torch.nn import functional as F
 
 from levers import compress as C
-from levers import grouplasso as G
 from levers import metrics, schedule
 from levers import prune as P
+from levers import regularize as R
 from levers.data import Split
 from levers.models import MLP
 from levers.train import fit
@@ -212,14 +212,14 @@ def test_group_lasso_penalty_is_the_sum_of_neuron_norms():
     model = net()
     by_hand = sum(torch.cat([layer.weight, layer.bias[:, None]], 1).norm(dim=1).sum()
                   for layer in (model.fc1, model.fc2))
-    assert torch.allclose(G.group_lasso_penalty(model, 0.3), 0.3 * by_hand)
+    assert torch.allclose(R.neuron_lasso_penalty(model, 0.3), 0.3 * by_hand)
 
 
 @FAST
 @given(seed=st.integers(0, 10_000), t=st.floats(0.0, 2.0))
 def test_block_soft_threshold_minimizes_the_proximal_objective(seed, t):
     g = torch.randn(3, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    ours = G.group_soft_threshold(g, t)
+    ours = R.group_soft_threshold(g, t)
     for row, out in zip(g.numpy(), ours.numpy(), strict=True):
         def objective(x, row=row):
             return 0.5 * ((x - row) ** 2).sum() + t * (x ** 2).sum() ** 0.5
@@ -235,18 +235,18 @@ def test_group_lasso_hook_is_the_proximal_step_and_zeroes_whole_neurons():
     before = copy.deepcopy(model)
     lr, lam = 0.1, 0.05
     fit(model, split, epochs=1, lr=lr, momentum=0.0, batch_size=96,
-        after_step=G.group_lasso_hook(lr, lam))  # exactly one step
+        after_step=R.neuron_lasso_hook(lr, lam))  # exactly one step
     F.cross_entropy(before(split.x_train), split.y_train).backward()
     for layer, old in zip(model.layers()[:-1], before.layers()[:-1], strict=True):
         step = torch.cat([old.weight - lr * old.weight.grad,
                           (old.bias - lr * old.bias.grad)[:, None]], 1)
-        expected = G.group_soft_threshold(step.detach(), lr * lam)
+        expected = R.group_soft_threshold(step.detach(), lr * lam)
         assert torch.allclose(torch.cat([layer.weight, layer.bias[:, None]], 1), expected,
                               atol=1e-6)
     strong = net()
     fit(strong, split, epochs=5, lr=0.1, momentum=0.0, batch_size=32,
-        after_step=G.group_lasso_hook(0.1, 0.5))
-    dead = [len(g) - len(a) for g, a in zip(G.neuron_groups(strong), G.alive(strong),
+        after_step=R.neuron_lasso_hook(0.1, 0.5))
+    dead = [len(g) - len(a) for g, a in zip(R.neuron_groups(strong), R.alive_neurons(strong),
                                             strict=True)]
     assert dead[0] > 0
 
@@ -257,7 +257,7 @@ def test_shrink_computes_the_same_function_and_matches_shrink_mlp():
         for layer, rows in ((model.fc1, [0, 3, 4, 10]), (model.fc2, [1, 2, 7])):
             layer.weight[rows] = 0.0
             layer.bias[rows] = 0.0
-    small = G.shrink(model)
+    small = R.shrink_to_alive(model)
     assert small.sizes == (784, 20, 9, 10)
     x = tiny_split().x_test
     assert torch.allclose(small(x), model(x), atol=1e-6)
@@ -269,11 +269,11 @@ def test_shrink_computes_the_same_function_and_matches_shrink_mlp():
             layer.weight[rows] = 0.0
             layer.bias[rows] = 0.0
     ref = P.shrink_mlp(even, 0.25)
-    ours = G.shrink(even)
+    ours = R.shrink_to_alive(even)
     assert ours.sizes == ref.sizes
     assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), ref.parameters(),
                                                  strict=True))
     with pytest.raises(TypeError, match="levers.models.MLP"):
-        G.shrink(torch.nn.Linear(2, 2))
+        R.shrink_to_alive(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="t must be"):
-        G.group_soft_threshold(torch.ones(2, 2), -1.0)
+        R.group_soft_threshold(torch.ones(2, 2), -1.0)

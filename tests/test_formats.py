@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from levers import bits
 from levers import formats as fm
 from levers.formats import BF16, FP8_E4M3, FP8_E5M2, FP16, FP32, FloatFormat, IntFormat
 
@@ -285,7 +286,7 @@ def test_representable_values_are_torch_dtype_values(fmt, count):
     every_pattern = torch.arange(-(2 ** (fmt.bits - 1)), 2 ** (fmt.bits - 1)).to(int_dtype)
     torch_values = every_pattern.view(fmt.torch_dtype).float()
     expected = torch.unique(torch_values[torch.isfinite(torch_values)])  # sorted, one zero
-    values = fm.representable_values(fmt)
+    values = bits.representable_values(fmt)
     assert len(values) == count
     assert torch.equal(values, expected)
     assert_same_bits(fm.round_to_format(values, fmt), values, values)
@@ -293,21 +294,21 @@ def test_representable_values_are_torch_dtype_values(fmt, count):
 
 @pytest.mark.parametrize("fmt", TORCH_FORMATS + CUSTOM_FORMATS, ids=by_name)
 def test_spacing_is_the_gap_between_representable_values(fmt):
-    values = fm.representable_values(fmt)
+    values = bits.representable_values(fmt)
     positive = values[values >= 0]
     gaps = positive[1:] - positive[:-1]
-    assert torch.equal(fm.spacing(positive[:-1], fmt), gaps)
-    assert torch.equal(fm.spacing(-positive[:-1], fmt), gaps)
+    assert torch.equal(bits.spacing(positive[:-1], fmt), gaps)
+    assert torch.equal(bits.spacing(-positive[:-1], fmt), gaps)
 
 
 def test_spacing_values():
     x = f32([0.0, 1.0, 1000.0, 65504.0, 65535.0, 65536.0, math.inf, math.nan])
     expected = [2**-24, 2**-10, 0.5, 32.0, 32.0, math.inf]
-    s = fm.spacing(x, FP16)
+    s = bits.spacing(x, FP16)
     assert s[:6].tolist() == expected and s[6:].isnan().all()
-    assert fm.spacing(f32([1.0]), "bf16").item() == BF16.eps
+    assert bits.spacing(f32([1.0]), "bf16").item() == BF16.eps
     v = np.float32([1e-45, 1e-40, 1.0, 3e38])  # float32 spacing equals numpy's
-    assert fm.spacing(torch.from_numpy(v), FP32).tolist() == np.spacing(v).tolist()
+    assert bits.spacing(torch.from_numpy(v), FP32).tolist() == np.spacing(v).tolist()
 
 
 # --- bit fields --------------------------------------------------------------------------------
@@ -315,11 +316,11 @@ def test_spacing_values():
 
 def test_decompose_known_fields():
     x = f32([1.0, -2.5, 65504.0, 2**-24, -0.0, math.inf, math.nan])
-    s, e, m = fm.decompose(x, FP16)
+    s, e, m = bits.decompose(x, FP16)
     assert s.dtype == e.dtype == m.dtype == torch.int64
     assert list(zip(s.tolist(), e.tolist(), m.tolist(), strict=True)) == [
         (0, 15, 0), (1, 16, 256), (0, 30, 1023), (0, 0, 1), (1, 0, 0), (0, 31, 0), (0, 31, 1023)]
-    s, e, m = fm.decompose(f32([448.0, math.inf, math.nan]), FP8_E4M3)
+    s, e, m = bits.decompose(f32([448.0, math.inf, math.nan]), FP8_E4M3)
     assert (e.tolist(), m.tolist()) == ([15, 15, 15], [6, 6, 7])  # inf saturates to 448
 
 
@@ -332,7 +333,7 @@ def test_decompose_matches_torch_stored_bits(fmt, patterns):
     int_dtype = torch.int16 if fmt.bits == 16 else torch.uint8
     code = x.to(fmt.torch_dtype).view(int_dtype).to(torch.int64) & (2**fmt.bits - 1)
     m = fmt.mantissa_bits
-    s, e, mant = fm.decompose(x, fmt)
+    s, e, mant = bits.decompose(x, fmt)
     assert torch.equal(s, code >> (fmt.bits - 1))
     assert torch.equal(e, (code >> m) & (2**fmt.exponent_bits - 1))
     assert torch.equal(mant, code & (2**m - 1))
@@ -343,16 +344,16 @@ def test_decompose_matches_torch_stored_bits(fmt, patterns):
 @given(patterns=st.lists(bit_patterns, min_size=1, max_size=64))
 def test_compose_inverts_decompose(fmt, patterns):
     x = from_bits(patterns)
-    assert_same_bits(fm.compose(*fm.decompose(x, fmt), fmt), fm.round_to_format(x, fmt), x)
+    assert_same_bits(bits.compose(*bits.decompose(x, fmt), fmt), fm.round_to_format(x, fmt), x)
 
 
 def test_bit_string():
-    assert fm.bit_string(1.0, "fp16") == "0 01111 0000000000"
-    assert fm.bit_string(-2.5, BF16) == "1 10000000 0100000"
-    assert fm.bit_string(3.0, FP32) == "0 10000000 10000000000000000000000"
-    assert fm.bit_string(1000, FP8_E4M3) == "0 1111 110"  # saturated to 448
-    assert fm.bit_string(-0.0, FP8_E5M2) == "1 00000 00"
-    assert fm.bit_string(3.0, CUSTOM_FORMATS[-1]) == "0 1000 1"
+    assert bits.bit_string(1.0, "fp16") == "0 01111 0000000000"
+    assert bits.bit_string(-2.5, BF16) == "1 10000000 0100000"
+    assert bits.bit_string(3.0, FP32) == "0 10000000 10000000000000000000000"
+    assert bits.bit_string(1000, FP8_E4M3) == "0 1111 110"  # saturated to 448
+    assert bits.bit_string(-0.0, FP8_E5M2) == "1 00000 00"
+    assert bits.bit_string(3.0, CUSTOM_FORMATS[-1]) == "0 1000 1"
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -369,16 +370,17 @@ def test_bit_string():
          r"fmt must be a FloatFormat or the name of one in \['fp32', .*got 'fp7'"),
         (lambda: fm.round_to_format(f32([1.0]), "int8"), TypeError, "FloatFormat"),
         (lambda: fm.round_to_format(f32([1.0]), 16), TypeError, "FloatFormat"),
-        (lambda: fm.spacing(torch.tensor([1.0], dtype=torch.float16), FP16), TypeError, "float32"),
-        (lambda: fm.decompose(torch.tensor([1]), FP16), TypeError, "float32"),
-        (lambda: fm.representable_values(FP32), ValueError, "at most 16 bits"),
-        (lambda: fm.bit_string("1.0", FP16), TypeError, "value must be a float"),
-        (lambda: fm.bit_string(True, FP16), TypeError, "value must be a float"),
-        (lambda: fm.compose(f32([0]), torch.tensor([1]), torch.tensor([0]), FP16), TypeError,
+        (lambda: bits.spacing(torch.tensor([1.0], dtype=torch.float16), FP16), TypeError,
+         "float32"),
+        (lambda: bits.decompose(torch.tensor([1]), FP16), TypeError, "float32"),
+        (lambda: bits.representable_values(FP32), ValueError, "at most 16 bits"),
+        (lambda: bits.bit_string("1.0", FP16), TypeError, "value must be a float"),
+        (lambda: bits.bit_string(True, FP16), TypeError, "value must be a float"),
+        (lambda: bits.compose(f32([0]), torch.tensor([1]), torch.tensor([0]), FP16), TypeError,
          "sign must be a tensor of an integer dtype"),
-        (lambda: fm.compose(torch.tensor([0]), torch.tensor([32]), torch.tensor([0]), FP16),
+        (lambda: bits.compose(torch.tensor([0]), torch.tensor([32]), torch.tensor([0]), FP16),
          ValueError, r"exponent must hold values in \[0, 31\]"),
-        (lambda: fm.compose(torch.tensor([0]), torch.tensor([1]), torch.tensor([-1]), FP16),
+        (lambda: bits.compose(torch.tensor([0]), torch.tensor([1]), torch.tensor([-1]), FP16),
          ValueError, r"mantissa must hold values in \[0, 1023\]"),
         (lambda: FloatFormat("x", 0, 3), ValueError, r"exponent_bits must be in \[2, 8\]"),
         (lambda: FloatFormat("x", 9, 3), ValueError, "exponent_bits.*got 9"),
@@ -461,7 +463,7 @@ def test_every_code_decodes_as_in_ml_dtypes(fmt):
     expected = torch.from_numpy(codes.view(ML_DTYPES[fmt]).astype(np.float32))
     c = torch.from_numpy(codes.astype(np.int64))
     e, m = fmt.exponent_bits, fmt.mantissa_bits
-    values = fm.compose(c >> (e + m), (c >> m) & (2**e - 1), c & (2**m - 1), fmt)
+    values = bits.compose(c >> (e + m), (c >> m) & (2**e - 1), c & (2**m - 1), fmt)
     assert_same_bits(values, expected, c.float())
 
 
@@ -471,7 +473,7 @@ def test_decompose_gives_ml_dtypes_codes(fmt):
     x = x[~x.isnan()]  # NaN payloads differ between packages; the NaN code is tested below
     with np.errstate(over="ignore", invalid="ignore"):
         code = x.numpy().astype(ML_DTYPES[fmt]).view(np.uint16 if fmt.bits == 16 else np.uint8)
-    s, e, m = fm.decompose(x, fmt)
+    s, e, m = bits.decompose(x, fmt)
     ours = s << (fmt.bits - 1) | e << fmt.mantissa_bits | m
     nan = torch.from_numpy(np.isnan(code.view(ML_DTYPES[fmt]).astype(np.float32)))
     assert torch.equal(ours[~nan], torch.from_numpy(code.astype(np.int64))[~nan])
@@ -494,11 +496,11 @@ def test_fnuz_has_one_nan_no_negative_zero_and_matches_torch(fmt):
     assert r[3:7].isnan().all() and r[7] == fmt.max  # torch's fnuz casts do not saturate
     assert_same_bits(r, torch_cast(x, fmt), x)
     assert fmt.overflow == "nan" and fmt.bias == 2 ** (fmt.exponent_bits - 1)
-    assert fm.decompose(f32([math.nan]), fmt) == (torch.tensor([1]), torch.tensor([0]),
+    assert bits.decompose(f32([math.nan]), fmt) == (torch.tensor([1]), torch.tensor([0]),
                                                   torch.tensor([0]))
     y = every_exponent_and_tie(fmt)
     assert_same_bits(fm.round_to_format(y, fmt), torch_cast(y, fmt), y)
-    assert torch.equal(fm.representable_values(fmt),
+    assert torch.equal(bits.representable_values(fmt),
                        torch.unique(torch.arange(256, dtype=torch.uint8).view(fmt.torch_dtype)
                                     .float().nan_to_num(0.0)))
 
@@ -509,7 +511,7 @@ def test_fnuz_has_one_nan_no_negative_zero_and_matches_torch(fmt):
 def test_mx_element_formats_have_no_special_codes(fmt, max_, smallest_subnormal, count):
     assert (fmt.max, fmt.smallest_subnormal, fmt.overflow) == (max_, smallest_subnormal,
                                                               "saturate")
-    assert len(fm.representable_values(fmt)) == count  # every code but -0 is a distinct number
+    assert len(bits.representable_values(fmt)) == count  # every code but -0 is a distinct number
     x = f32([1e9, math.inf, -math.inf, math.nan])
     assert fm.round_to_format(x, fmt)[:3].tolist() == [max_, max_, -max_]
     assert fm.round_to_format(x, fmt)[3].isnan()  # passed through, not invented as -0

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from levers import bits, mx
 from levers import formats as fm
-from levers import mx
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 ELEMENTS = [fm.FP8_E4M3, fm.FP8_E5M2, fm.FP6_E3M2, fm.FP6_E2M3, fm.FP4_E2M1]
@@ -38,7 +38,7 @@ def brute_force_block(values, fmt):
     amax = max(abs(v) for v in values)
     shared = -127 if amax == 0 else math.floor(math.log2(amax)) - fmt.max_exponent
     shared = min(max(shared, -127), 127)
-    table = fm.representable_values(fmt).double().numpy()  # ascending; index parity = code parity
+    table = bits.representable_values(fmt).double().numpy()  # ascending; index parity = code parity
     out = []
     for v in values:
         t = min(max(v / 2.0**shared, -fmt.max), fmt.max)
