@@ -14,9 +14,10 @@ repro.pin_environment()
 __version__ = "0.1.0"
 
 _SUBMODULES = ("accumulate", "bench", "bits", "book", "calibration", "clipping", "compress",
-               "cost", "data", "distill", "encode", "float32", "formats", "grading",
-               "huffman", "integer", "kernels", "kmeans", "metrics", "mixed", "models", "mx",
-               "plot", "prune", "qmodel", "quant", "regularize", "saliency", "schedule", "train")
+               "cost", "data", "deepcompress", "distill", "encode", "float32", "formats",
+               "grading", "huffman", "integer", "kernels", "kmeans", "metrics", "mixed", "models",
+               "mx", "plot", "policy", "prune", "qmodel", "quant", "regularize", "saliency",
+               "schedule", "share", "train")
 
 
 def __getattr__(name: str):

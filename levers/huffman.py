@@ -7,8 +7,10 @@ optimal prefix code with H ≤ L < H + 1. Its code lengths satisfy Kraft's inequ
 Σ 2^(−lₛ) ≤ 1 with equality (the tree is full).
 
 Only code *lengths* are computed here; `canonical_codes` turns lengths into codewords, so a
-decoder needs the lengths alone. A stream with a single distinct symbol gets a 1-bit code (as
-DEFLATE does); the bound L < H + 1 then holds with equality, the one exception.
+decoder needs the lengths alone: `encode_stream` writes a real bit stream with them and
+`decode_stream` reads it back from the lengths and the symbol count. A stream with a single
+distinct symbol gets a 1-bit code (as DEFLATE does); the bound L < H + 1 then holds with
+equality, the one exception.
 """
 
 from __future__ import annotations
@@ -154,3 +156,77 @@ def expected_length(counts: Mapping[Hashable, int], lengths: Mapping[Hashable, i
         raise ValueError(f"lengths has no entry for symbols {missing!r}")
     total = sum(counts.values())
     return float(sum(c * lengths[s] for s, c in counts.items()) / total)
+
+
+def encode_stream(symbols: Iterable[int] | torch.Tensor | np.ndarray,
+                  lengths: Mapping[int, int]) -> tuple[bytes, int]:
+    """Write `symbols` as a bit stream of their canonical codewords (first bit = MSB of byte 0).
+
+    Parameters
+    ----------
+    symbols : sequence, array or tensor of int
+        The stream; every symbol must have a length in `lengths`.
+    lengths : mapping of int to int
+        Code lengths, e.g. ``code_lengths(symbol_counts(symbols))``.
+
+    Returns
+    -------
+    (bytes, int)
+        The stream padded with 0 bits to whole bytes, and its length in bits.
+
+    Examples
+    --------
+    >>> data, n_bits = encode_stream([0, 0, 1, 2], {0: 1, 1: 2, 2: 2})  # 0 0 10 11
+    >>> data.hex(), n_bits
+    ('2c', 6)
+    """
+    codes = canonical_codes(lengths)
+    stream = np.asarray(symbols.detach().cpu() if isinstance(symbols, torch.Tensor)
+                        else list(symbols) if not isinstance(symbols, np.ndarray) else symbols)
+    try:
+        bits = "".join(codes[s] for s in stream.reshape(-1).tolist())
+    except KeyError as e:
+        raise ValueError(f"symbols holds {e.args[0]!r}, which lengths has no code for") from None
+    unpacked = np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")
+    return np.packbits(unpacked).tobytes(), len(bits)
+
+
+def decode_stream(data: bytes, lengths: Mapping[int, int], n: int) -> np.ndarray:
+    """Read `n` symbols back from an `encode_stream` bit stream (canonical decoding).
+
+    A canonical code of length ``l`` is an integer in ``[first_l, first_l + count_l)``, so a
+    decoder reads bits one at a time and needs only the first code and the number of codes of
+    each length. A stream that ends early, or holds a bit pattern no codeword starts with,
+    raises ValueError instead of returning wrong symbols.
+
+    Examples
+    --------
+    >>> decode_stream(bytes.fromhex("2c"), {0: 1, 1: 2, 2: 2}, 4).tolist()
+    [0, 0, 1, 2]
+    """
+    if not isinstance(data, bytes | bytearray):
+        raise ValueError(f"data must be bytes, got {type(data).__name__}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    codes = canonical_codes(lengths)
+    longest = max(lengths.values())
+    first, symbols_of = [0] * (longest + 1), [[] for _ in range(longest + 1)]
+    for s in sorted(codes, key=lambda s: (lengths[s], repr(s))):
+        if not symbols_of[lengths[s]]:
+            first[lengths[s]] = int(codes[s], 2)
+        symbols_of[lengths[s]].append(s)
+    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8)).tolist()
+    out, pos = [], 0
+    for _ in range(n):
+        code = 0
+        for length in range(1, longest + 1):
+            if pos >= len(bits):
+                raise ValueError(f"the bit stream ends after {len(out)} of {n} symbols")
+            code, pos = 2 * code + bits[pos], pos + 1
+            offset = code - first[length]
+            if symbols_of[length] and 0 <= offset < len(symbols_of[length]):
+                out.append(symbols_of[length][offset])
+                break
+        else:
+            raise ValueError(f"bit pattern at bit {pos - longest} is no codeword of lengths")
+    return np.asarray(out, dtype=np.int64)

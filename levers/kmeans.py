@@ -59,8 +59,40 @@ def kmeans_quantize(w: Tensor, bits: int, iters: int = 30) -> Codebook:
     check_int("bits", bits, 1, 8)
     check_int("iters", iters, 1)
     x = w.detach().reshape(-1).float()
-    k = 2**bits
-    centroids = torch.linspace(float(x.min()), float(x.max()), k)
+    centroids, index = lloyd(x, torch.linspace(float(x.min()), float(x.max()), 2**bits), iters)
+    return Codebook(centroids, index.to(torch.uint8).reshape(w.shape), bits)
+
+
+def lloyd(x: Tensor, centroids: Tensor, iters: int = 30) -> tuple[Tensor, Tensor]:
+    """Lloyd's algorithm in one dimension from the given initial `centroids`.
+
+    Parameters
+    ----------
+    x : Tensor
+        1-D float values to cluster.
+    centroids : Tensor
+        1-D initial centroids (sorted here); their number is k.
+    iters : int
+        Iterations at most; stops once the assignments stop changing.
+
+    Returns
+    -------
+    (centroids, index)
+        The sorted final centroids and each value's cluster (int64).
+
+    Examples
+    --------
+    >>> c, i = lloyd(torch.tensor([0.0, 0.1, 0.9, 1.0]), torch.tensor([1.0, 0.0]))
+    >>> [round(v, 2) for v in c.tolist()], i.tolist()
+    ([0.05, 0.95], [0, 0, 1, 1])
+    """
+    check_weight(x, "x")
+    check_weight(centroids, "centroids")
+    if x.dim() != 1 or centroids.dim() != 1 or len(centroids) == 0:
+        raise fail("x", x, "1-D, with 1-D non-empty centroids")
+    check_int("iters", iters, 1)
+    k = len(centroids)
+    centroids = torch.sort(centroids.float()).values
     index = None
     for _ in range(iters):
         new_index = torch.bucketize(x, (centroids[1:] + centroids[:-1]) / 2)
@@ -71,8 +103,7 @@ def kmeans_quantize(w: Tensor, bits: int, iters: int = 30) -> Codebook:
         counts = torch.zeros(k).index_add_(0, index, torch.ones_like(x))
         # An empty cluster keeps its centroid; the centroids stay sorted either way.
         centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
-    index = torch.bucketize(x, (centroids[1:] + centroids[:-1]) / 2)
-    return Codebook(centroids, index.to(torch.uint8).reshape(w.shape), bits)
+    return centroids, torch.bucketize(x, (centroids[1:] + centroids[:-1]) / 2)
 
 
 def kmeans_dequantize(codebook: Codebook) -> Tensor:

@@ -456,7 +456,8 @@ def test_every_page_in_chromium(browsed: dict[str, Visit]) -> None:
     # must have math, all of it typeset (checked per page above).
     for page in ("chapters/06-mathematics.html", "labs/lab06-mathematics.html"):
         assert page in math_pages, f"{page} has no typeset math"
-    for chapter in ("chapters/03-compression.html", "labs/lab03-compression.html"):
+    for chapter in ("chapters/03-compression.html", "labs/lab03-compression.html",
+                    "chapters/05-hybrid.html", "labs/lab05-hybrid.html"):
         assert chapter in math_pages, f"{chapter} has no typeset math"
 
 
