@@ -117,6 +117,8 @@ def entropy_bytes(symbols: Tensor | np.ndarray) -> float:
     >>> entropy_bytes(torch.tensor([0, 0, 1, 2]))  # H = 1.5 bits, 4 symbols
     0.75
     """
+    if not isinstance(symbols, Tensor | np.ndarray):
+        raise fail("symbols", symbols, "a tensor or array of symbols")
     counts = huffman.symbol_counts(symbols)
     return sum(counts.values()) * huffman.entropy(counts) / 8 if counts else 0.0
 

@@ -181,6 +181,9 @@ def encode_stream(symbols: Iterable[int] | torch.Tensor | np.ndarray,
     ('2c', 6)
     """
     codes = canonical_codes(lengths)
+    if isinstance(symbols, str | bytes) or not isinstance(symbols, Iterable):
+        raise TypeError(f"symbols must be a tensor, an array or an iterable of ints, got "
+                        f"{symbols!r} ({type(symbols).__name__})")
     stream = np.asarray(symbols.detach().cpu() if isinstance(symbols, torch.Tensor)
                         else list(symbols) if not isinstance(symbols, np.ndarray) else symbols)
     try:

@@ -31,6 +31,7 @@ from levers._checks import (
     check_instance,
     check_int,
     check_integers,
+    check_mapping,
     check_weight,
     fail,
 )
@@ -72,6 +73,10 @@ class Shared:
     centroids: Tensor
     indices: Tensor
 
+    def __post_init__(self) -> None:
+        check_weight(self.centroids, "centroids")
+        check_integers("indices", self.indices, 0, len(self.centroids))
+
     def weight(self) -> Tensor:
         """The weights ``[0, c_1, …, c_k][indices]`` (differentiable in the centroids)."""
         return torch.cat([self.centroids.new_zeros(1), self.centroids])[self.indices]
@@ -90,6 +95,7 @@ def share(w: Tensor, bits: int, init: str = "linear", iters: int = 30,
     check_weight(w)
     check_int("bits", bits, 1, 16)
     check_int("iters", iters, 1)
+    check_choice("init", init, INITS)
     flat = w.detach().reshape(-1).float()
     nonzero = flat != 0
     if not bool(nonzero.any()):
@@ -136,6 +142,7 @@ class SharedModel(nn.Module):
     def __init__(self, model: nn.Module, shared: Mapping[str, Shared]) -> None:
         super().__init__()
         check_instance("model", model)
+        check_mapping("shared", shared)
         params = dict(model.named_parameters())
         missing = sorted(set(shared) - set(params))
         if missing:
@@ -181,6 +188,7 @@ def finetune(model: nn.Module, shared: Mapping[str, Shared], split: Split,
         A new plain model with the trained shared weights, the trained centroids, and fit's
         history. `model` itself is not changed.
     """
+    check_instance("split", split, Split)
     sm = SharedModel(model, shared)
     history = fit(sm, split, **fit_kwargs)
     return sm.to_model(), {k: Shared(s.centroids.detach().clone(), s.indices)
