@@ -1,0 +1,351 @@
+"""The Chinese edition: translation files, their staleness, and the generated second book.
+
+The English notebooks stay the one executed source. A translation file per page,
+``i18n/<lang>/<page>.yml``, maps each translatable unit of the English page to its translation,
+together with the hash of the English text it translates::
+
+    882942ad:                 # a notebook's markdown cell, keyed by the cell's id
+      hash: 3f1c0a9e5b7d
+      zh: |
+        # 第 6 章 数学模型 ...
+
+A prose page (``book/*.md``) is cut into blocks at blank lines outside fences; a block's key is
+its section's heading slug and its place in the section (``who-it-is-for.2``). `build_source`
+writes a complete second book: every page of the English table of contents, translated units in
+place of the English ones, code cells and their stored outputs copied unchanged (never
+re-executed). Pages listed as ``pending`` in ``i18n/<lang>/_edition.yml`` (and units whose
+translation is stale or missing) keep their English text, under a notice, so that every
+cross-reference and cross-document glue path of the English book resolves in the second book.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import yaml
+
+#: Characters of the SHA-256 hex digest kept as a unit's hash.
+HASH_CHARS = 12
+FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})(.*)$")
+# A line break between two CJK characters would show as a space: the output joins the lines.
+CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+CJK_BREAK = re.compile(f"(?<=[{CJK}])\n[ \t]*(?=[{CJK}])")
+
+
+def source_hash(text: str) -> str:
+    """The hash of an English unit, insensitive to trailing whitespace.
+
+    Examples
+    --------
+    >>> source_hash("Some text.  \\n") == source_hash("Some text.")
+    True
+    >>> len(source_hash("x"))
+    12
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    norm = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    return hashlib.sha256(norm.encode()).hexdigest()[:HASH_CHARS]
+
+
+def _slug(heading: str) -> str:
+    words = re.findall(r"[a-z0-9]+", heading.lower())
+    return "-".join(words) or "section"
+
+
+def markdown_blocks(text: str) -> list[tuple[str, str]]:
+    """Cut a MyST page into ``(key, block)`` pairs at blank lines that are outside fences.
+
+    Examples
+    --------
+    >>> page = "# Title\\n\\nOne.\\n\\n```{note}\\nA\\n\\nB\\n```\\n\\n## Next step\\n\\nTwo."
+    >>> [key for key, _ in markdown_blocks(page)]
+    ['title.0', 'title.1', 'title.2', 'next-step.0', 'next-step.1']
+    >>> markdown_blocks(page)[2][1]
+    '```{note}\\nA\\n\\nB\\n```'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    blocks: list[list[str]] = [[]]
+    fences: list[str] = []
+    for line in text.splitlines():
+        match = FENCE.match(line)
+        if match and fences and match[1][0] == fences[-1][0] and len(match[1]) >= len(
+                fences[-1]) and not match[2].strip():
+            fences.pop()
+        elif match and (match[2].strip() or not fences):
+            fences.append(match[1])
+        if not line.strip() and not fences:
+            blocks.append([])
+        else:
+            blocks[-1].append(line)
+    pairs, seen, section, place = [], {}, "top", 0
+    for lines in filter(None, blocks):
+        heading = next((ln for ln in lines if re.match(r"#{1,6}\s", ln)), None)
+        if heading is not None:
+            slug = _slug(heading.lstrip("#"))
+            seen[slug] = seen.get(slug, 0) + 1
+            section = slug if seen[slug] == 1 else f"{slug}-{seen[slug]}"
+            place = 0
+        pairs.append((f"{section}.{place}", "\n".join(lines)))
+        place += 1
+    return pairs
+
+
+def page_units(path: Path) -> list[tuple[str, str]]:
+    """The ``(key, English text)`` units of a page: markdown cells of a notebook, by cell id,
+    or the blocks of a ``.md`` page (`markdown_blocks`)."""
+    path = Path(path)
+    if path.suffix == ".ipynb":
+        nb = nbformat.read(path, as_version=4)
+        return [(c.id, c.source) for c in nb.cells if c.cell_type == "markdown"]
+    if path.suffix == ".md":
+        return markdown_blocks(path.read_text(encoding="utf-8"))
+    raise ValueError(f"path must be a .ipynb or .md page, got {str(path)!r}")
+
+
+@dataclass
+class Edition:
+    """One language's settings, read from ``i18n/<lang>/_edition.yml``."""
+
+    root: Path
+    lang: str
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path | str = ".", lang: str = "zh") -> Edition:
+        """Read the edition of `lang` under the repository `root`."""
+        root = Path(root)
+        if not re.fullmatch(r"[a-z]{2}(_[A-Z]{2})?", str(lang)):
+            raise ValueError(f"lang must be a language code like 'zh', got {lang!r}")
+        path = root / "i18n" / lang / "_edition.yml"
+        if not path.is_file():
+            raise ValueError(f"lang must have {path}, which does not exist")
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return cls(root, lang, settings)
+
+    @property
+    def pending(self) -> list[str]:
+        """Pages (toc paths) shown in English under a notice until they are translated."""
+        return list(self.settings.get("pending") or [])
+
+    def pages(self) -> list[str]:
+        """Every page of the English table of contents, as a path with its suffix."""
+        toc = yaml.safe_load((self.root / "_toc.yml").read_text(encoding="utf-8"))
+        found: list[str] = []
+
+        def walk(node: object) -> None:
+            if isinstance(node, dict):
+                if "file" in node or "root" in node:
+                    name = node.get("file") or node["root"]
+                    found.extend(str(p.relative_to(self.root)) for p in
+                                 sorted(self.root.glob(name + ".*"))
+                                 if p.suffix in (".md", ".ipynb"))
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        walk(toc)
+        return found
+
+    def translation_file(self, page: str) -> Path:
+        """Where the translation of `page` (``chapters/06-mathematics.ipynb``) lives."""
+        return self.root / "i18n" / self.lang / Path(page).with_suffix(".yml")
+
+    def translations(self, page: str) -> dict[str, dict]:
+        """The translation entries of `page` (empty if it has no translation file)."""
+        path = self.translation_file(page)
+        if not path.is_file():
+            return {}
+        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"{path} must map unit keys to entries, got {type(entries)}")
+        return entries
+
+
+def _literal(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+def write_translation(edition: Edition, page: str, zh: dict[str, str]) -> Path:
+    """Record `zh` (unit key -> translation) for `page`, stamped with the hashes of the current
+    English units, keeping the page's other entries; return the translation file."""
+    units = dict(page_units(edition.root / page))
+    unknown = sorted(set(zh) - set(units))
+    if unknown:
+        raise ValueError(f"zh must key units of {page}, got unknown keys {unknown}")
+    entries = edition.translations(page)
+    for key, text in zh.items():
+        lines = [line.rstrip() for line in text.strip().splitlines()]
+        entries[key] = {"hash": source_hash(units[key]), "zh": "\n".join(lines)}
+    order = [key for key in units if key in entries] + [k for k in entries if k not in units]
+    dumper = type("Dumper", (yaml.SafeDumper,), {})
+    dumper.add_representer(str, _literal)
+    path = edition.translation_file(page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump({k: entries[k] for k in order}, Dumper=dumper, sort_keys=False,
+                              allow_unicode=True, width=1000), encoding="utf-8")
+    return path
+
+
+@dataclass
+class PageStatus:
+    """How a page's translation stands against the current English text."""
+
+    page: str
+    pending: bool
+    missing: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)
+
+    @property
+    def fresh(self) -> bool:
+        """True when every unit is translated from the current English and nothing is left."""
+        return not (self.missing or self.stale or self.orphaned)
+
+
+def page_status(edition: Edition, page: str) -> PageStatus:
+    """Compare `page`'s translation entries with its English units."""
+    units = dict(page_units(edition.root / page))
+    entries = edition.translations(page)
+    status = PageStatus(page, str(Path(page).with_suffix("")) in edition.pending)
+    for key, text in units.items():
+        entry = entries.get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("zh"), str):
+            status.missing.append(key)
+        elif entry.get("hash") != source_hash(text):
+            status.stale.append(key)
+    status.orphaned = [key for key in entries if key not in units]
+    return status
+
+
+def _translated(edition: Edition, page: str) -> tuple[list[tuple[str, str]], PageStatus]:
+    status = page_status(edition, page)
+    entries = edition.translations(page)
+    use = not status.pending
+    units = [(key, CJK_BREAK.sub("", entries[key]["zh"]) if use and key not in
+              status.missing + status.stale else text)
+             for key, text in page_units(edition.root / page)]
+    if status.pending or status.missing or status.stale:
+        units[0] = (units[0][0], _with_notice(units[0][1], edition.settings["notice"]))
+    return units, status
+
+
+def _with_notice(text: str, notice: str) -> str:
+    lines = text.splitlines()
+    at = next((i + 1 for i, ln in enumerate(lines) if re.match(r"#\s", ln)), 0)
+    note = ["", ":::{note}", notice.strip(), ":::", ""]
+    return "\n".join(lines[:at] + note + lines[at:])
+
+
+def translate_page(edition: Edition, page: str, out: Path) -> PageStatus:
+    """Write the translated `page` to `out`: a notebook keeps every cell, id, code source and
+    stored output of the English one; only markdown sources change."""
+    units, status = _translated(edition, page)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if page.endswith(".ipynb"):
+        nb = copy.deepcopy(nbformat.read(edition.root / page, as_version=4))
+        text = dict(units)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = text[cell.id]
+        content = nbformat.writes(nb) + "\n"
+    else:
+        content = "\n\n".join(text for _, text in units) + "\n"
+    if not out.is_file() or out.read_text(encoding="utf-8") != content:
+        out.write_text(content, encoding="utf-8")  # unchanged files keep Sphinx's cache
+    return status
+
+
+def book_config(edition: Edition) -> dict:
+    """The second book's ``_config.yml``: the English one with the edition's overrides."""
+    config = yaml.safe_load((edition.root / "_config.yml").read_text(encoding="utf-8"))
+    book = edition.settings.get("book", {})
+    config["title"] = book.get("title", config["title"])
+    sphinx = config["sphinx"]["config"]
+    sphinx["language"] = book.get("language", edition.lang)
+    sphinx["html_css_files"] = sphinx.get("html_css_files", []) + book.get("css", [])
+    return config
+
+
+def book_toc(edition: Edition) -> dict:
+    """The second book's ``_toc.yml``: the English one with its part captions translated."""
+    toc = yaml.safe_load((edition.root / "_toc.yml").read_text(encoding="utf-8"))
+    captions = edition.settings.get("captions", {})
+    for part in toc.get("parts", []):
+        if "caption" in part:
+            part["caption"] = captions.get(part["caption"], part["caption"])
+    return toc
+
+
+def build_source(edition: Edition, out: Path) -> list[PageStatus]:
+    """Write the whole second book under `out` (config, toc, assets, every page)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in (("_config.yml", book_config(edition)), ("_toc.yml", book_toc(edition))):
+        (out / name).write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False),
+                                encoding="utf-8")
+    pages = edition.pages()
+    assets = edition.root / "book"
+    shutil.copytree(assets, out / "book", dirs_exist_ok=True,
+                    ignore=lambda d, names: [n for n in names if n.endswith(".md")])
+    return [translate_page(edition, page, out / page) for page in pages]
+
+
+def build_book(edition: Edition, source: Path, html: Path) -> float:
+    """Build the second book from `source` with jupyter-book (``-n -W``) and copy its HTML to
+    `html`; return the seconds the build took."""
+    import time
+
+    start = time.perf_counter()
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jupyter_book), "build", str(source), "-n", "-W", "--keep-going"],
+                   check=True)
+    shutil.copytree(Path(source) / "_build" / "html", html, dirs_exist_ok=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``levers i18n build|status``: write and build the second book, or list what is stale."""
+    parser = argparse.ArgumentParser(prog="levers i18n", description=main.__doc__)
+    parser.add_argument("action", choices=["build", "status"])
+    parser.add_argument("--lang", default="zh")
+    parser.add_argument("--root", default=".")
+    parser.add_argument("--source", default=None, help="default: _build/<lang>-src")
+    parser.add_argument("--html", default=None, help="default: _build/html/<lang>")
+    parser.add_argument("--no-book", dest="book", action="store_false",
+                        help="write the second book's source only")
+    args = parser.parse_args(argv)
+    edition = Edition.load(args.root, args.lang)
+    if args.action == "status":
+        statuses = [page_status(edition, page) for page in edition.pages()]
+    else:
+        source = Path(args.source or edition.root / "_build" / f"{args.lang}-src")
+        statuses = build_source(edition, source)
+        print(f"wrote {source}")
+    bad = 0
+    for st in statuses:
+        if st.pending:
+            print(f"pending   {st.page}")
+            continue
+        state = "fresh" if st.fresh else "STALE"
+        bad += not st.fresh
+        print(f"{state:9s} {st.page}" + "".join(
+            f"\n  {kind}: {' '.join(keys)}" for kind, keys in
+            (("stale", st.stale), ("missing", st.missing), ("orphaned", st.orphaned)) if keys))
+    if args.action == "build" and args.book:
+        html = Path(args.html or edition.root / "_build" / "html" / args.lang)
+        print(f"built {html} in {build_book(edition, source, html):.1f} s")
+    return 1 if bad and args.action == "status" else 0
