@@ -9,16 +9,15 @@
   translation keeps the English unit's math, inline code, glued numbers, labels, citations and
   link targets;
 - the core terms of the glossary (``i18n/zh/terms.yml``) are used consistently, with the English
-  in parentheses at their first use;
-- the Chinese book builds cleanly under ``-n -W`` (marked ``book``).
+  in parentheses at their first use.
+
+tests/test_i18n_book.py builds both editions and checks them in Chromium.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -175,16 +174,3 @@ def test_config_adds_the_switch_and_the_font() -> None:
         assert (ROOT / "book" / "_static" / name).is_file(), name
     css = (ROOT / "book" / "_static" / "i18n-zh.css").read_text(encoding="utf-8")
     assert "Noto Sans CJK SC" in css and "url(" not in css  # system font, nothing fetched
-
-
-@pytest.mark.book
-def test_chinese_book_builds_without_warnings(zh_source: Path) -> None:
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jupyter_book), "build", str(zh_source), "-n", "-W",
-                           "--keep-going"], capture_output=True, text=True, timeout=900)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "WARNING" not in log, log[-4000:]
-    html = zh_source / "_build" / "html"
-    for page in TRANSLATED:
-        text = (html / Path(page).with_suffix(".html")).read_text(encoding="utf-8")
-        assert 'lang="zh-CN"' in text and "尚未译成中文" not in text, page
