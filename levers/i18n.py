@@ -1,32 +1,24 @@
 """The Chinese edition: translation files, their staleness, and the generated second book.
 
-The English notebooks stay the one executed source. A translation file per page,
-``i18n/<lang>/<page>.yml``, maps each translatable unit of the English page to its translation,
-together with the hash of the English text it translates::
-
-    882942ad:                 # a notebook's markdown cell, keyed by the cell's id
-      hash: 3f1c0a9e5b7d
-      zh: |
-        # 第 6 章 数学模型 ...
-
-A prose page (``book/*.md``) is cut into blocks at blank lines outside fences; a block's key is
-its section's heading slug and its place in the section (``who-it-is-for.2``). `build_source`
-writes a complete second book: every page of the English table of contents, translated units in
-place of the English ones, code cells and their stored outputs copied unchanged (never
-re-executed). Pages listed as ``pending`` in ``i18n/<lang>/_edition.yml`` (and units whose
-translation is stale or missing) keep their English text, under a notice, so that every
+The English notebooks stay the one executed source. ``i18n/<lang>/<page>.yml`` maps each unit
+of an English page (a notebook's markdown cell, by cell id; a block of a ``.md`` page, by its
+section's slug and place, ``who-it-is-for.2``) to ``{hash: <hash of the English text>, zh: ...}``.
+`build_source` writes a complete second book: every page of the English table of contents, with
+translated units in place of the English ones and code cells and stored outputs copied unchanged
+(never re-executed). Pages listed as ``pending`` in ``i18n/<lang>/_edition.yml``, and units whose
+translation is stale or missing, keep their English text under a notice, so that every
 cross-reference and cross-document glue path of the English book resolves in the second book.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +49,6 @@ def source_hash(text: str) -> str:
     return hashlib.sha256(norm.encode()).hexdigest()[:HASH_CHARS]
 
 
-def _slug(heading: str) -> str:
-    words = re.findall(r"[a-z0-9]+", heading.lower())
-    return "-".join(words) or "section"
-
-
 def markdown_blocks(text: str) -> list[tuple[str, str]]:
     """Cut a MyST page into ``(key, block)`` pairs at blank lines that are outside fences.
 
@@ -79,8 +66,7 @@ def markdown_blocks(text: str) -> list[tuple[str, str]]:
     fences: list[str] = []
     for line in text.splitlines():
         match = FENCE.match(line)
-        if match and fences and match[1][0] == fences[-1][0] and len(match[1]) >= len(
-                fences[-1]) and not match[2].strip():
+        if match and fences and not match[2].strip() and match[1].startswith(fences[-1]):
             fences.pop()
         elif match and (match[2].strip() or not fences):
             fences.append(match[1])
@@ -92,7 +78,7 @@ def markdown_blocks(text: str) -> list[tuple[str, str]]:
     for lines in filter(None, blocks):
         heading = next((ln for ln in lines if re.match(r"#{1,6}\s", ln)), None)
         if heading is not None:
-            slug = _slug(heading.lstrip("#"))
+            slug = "-".join(re.findall(r"[a-z0-9]+", heading.lower())) or "section"
             seen[slug] = seen.get(slug, 0) + 1
             section = slug if seen[slug] == 1 else f"{slug}-{seen[slug]}"
             place = 0
@@ -130,8 +116,7 @@ class Edition:
         path = root / "i18n" / lang / "_edition.yml"
         if not path.is_file():
             raise ValueError(f"lang must have {path}, which does not exist")
-        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return cls(root, lang, settings)
+        return cls(root, lang, yaml.safe_load(path.read_text(encoding="utf-8")))
 
     @property
     def pending(self) -> list[str]:
@@ -140,24 +125,10 @@ class Edition:
 
     def pages(self) -> list[str]:
         """Every page of the English table of contents, as a path with its suffix."""
-        toc = yaml.safe_load((self.root / "_toc.yml").read_text(encoding="utf-8"))
-        found: list[str] = []
-
-        def walk(node: object) -> None:
-            if isinstance(node, dict):
-                if "file" in node or "root" in node:
-                    name = node.get("file") or node["root"]
-                    found.extend(str(p.relative_to(self.root)) for p in
-                                 sorted(self.root.glob(name + ".*"))
-                                 if p.suffix in (".md", ".ipynb"))
-                for value in node.values():
-                    walk(value)
-            elif isinstance(node, list):
-                for item in node:
-                    walk(item)
-
-        walk(toc)
-        return found
+        toc = (self.root / "_toc.yml").read_text(encoding="utf-8")
+        names = re.findall(r"^[\s-]*(?:file|root):\s*(\S+)", toc, re.MULTILINE)
+        return [str(p.relative_to(self.root)) for name in names
+                for p in sorted(self.root.glob(name + ".*")) if p.suffix in (".md", ".ipynb")]
 
     def translation_file(self, page: str) -> Path:
         """Where the translation of `page` (``chapters/06-mathematics.ipynb``) lives."""
@@ -174,25 +145,22 @@ class Edition:
         return entries
 
 
-def _literal(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in text else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
-
-
 def write_translation(edition: Edition, page: str, zh: dict[str, str]) -> Path:
     """Record `zh` (unit key -> translation) for `page`, stamped with the hashes of the current
     English units, keeping the page's other entries; return the translation file."""
+    if not isinstance(zh, dict) or not all(isinstance(v, str) for v in zh.values()):
+        raise ValueError(f"zh must map unit keys to str translations, got {type(zh).__name__}")
     units = dict(page_units(edition.root / page))
-    unknown = sorted(set(zh) - set(units))
-    if unknown:
+    if unknown := sorted(set(zh) - set(units)):
         raise ValueError(f"zh must key units of {page}, got unknown keys {unknown}")
     entries = edition.translations(page)
     for key, text in zh.items():
         lines = [line.rstrip() for line in text.strip().splitlines()]
         entries[key] = {"hash": source_hash(units[key]), "zh": "\n".join(lines)}
     order = [key for key in units if key in entries] + [k for k in entries if k not in units]
-    dumper = type("Dumper", (yaml.SafeDumper,), {})
-    dumper.add_representer(str, _literal)
+    dumper = type("Dumper", (yaml.SafeDumper,), {})  # multi-line text as a literal block
+    dumper.add_representer(str, lambda dump, text: dump.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
     path = edition.translation_file(page)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.dump({k: entries[k] for k in order}, Dumper=dumper, sort_keys=False,
@@ -218,29 +186,15 @@ class PageStatus:
 
 def page_status(edition: Edition, page: str) -> PageStatus:
     """Compare `page`'s translation entries with its English units."""
-    units = dict(page_units(edition.root / page))
-    entries = edition.translations(page)
+    units, entries = dict(page_units(edition.root / page)), edition.translations(page)
     status = PageStatus(page, str(Path(page).with_suffix("")) in edition.pending)
     for key, text in units.items():
-        entry = entries.get(key)
-        if not isinstance(entry, dict) or not isinstance(entry.get("zh"), str):
+        if not isinstance(entry := entries.get(key), dict) or not isinstance(entry.get("zh"), str):
             status.missing.append(key)
         elif entry.get("hash") != source_hash(text):
             status.stale.append(key)
     status.orphaned = [key for key in entries if key not in units]
     return status
-
-
-def _translated(edition: Edition, page: str) -> tuple[list[tuple[str, str]], PageStatus]:
-    status = page_status(edition, page)
-    entries = edition.translations(page)
-    use = not status.pending
-    units = [(key, CJK_BREAK.sub("", entries[key]["zh"]) if use and key not in
-              status.missing + status.stale else text)
-             for key, text in page_units(edition.root / page)]
-    if status.pending or status.missing or status.stale:
-        units[0] = (units[0][0], _with_notice(units[0][1], edition.settings["notice"]))
-    return units, status
 
 
 def _with_notice(text: str, notice: str) -> str:
@@ -253,14 +207,18 @@ def _with_notice(text: str, notice: str) -> str:
 def translate_page(edition: Edition, page: str, out: Path) -> PageStatus:
     """Write the translated `page` to `out`: a notebook keeps every cell, id, code source and
     stored output of the English one; only markdown sources change."""
-    units, status = _translated(edition, page)
+    status, entries = page_status(edition, page), edition.translations(page)
+    english = status.pending or status.missing + status.stale
+    units = [(key, text if status.pending or key in english else CJK_BREAK.sub(
+        "", entries[key]["zh"])) for key, text in page_units(edition.root / page)]
+    if english:
+        units[0] = (units[0][0], _with_notice(units[0][1], edition.settings["notice"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     if page.endswith(".ipynb"):
-        nb = copy.deepcopy(nbformat.read(edition.root / page, as_version=4))
+        nb = nbformat.read(edition.root / page, as_version=4)
         text = dict(units)
-        for cell in nb.cells:
-            if cell.cell_type == "markdown":
-                cell.source = text[cell.id]
+        for cell in (cell for cell in nb.cells if cell.cell_type == "markdown"):
+            cell.source = text[cell.id]
         content = nbformat.writes(nb) + "\n"
     else:
         content = "\n\n".join(text for _, text in units) + "\n"
@@ -284,31 +242,25 @@ def book_toc(edition: Edition) -> dict:
     """The second book's ``_toc.yml``: the English one with its part captions translated."""
     toc = yaml.safe_load((edition.root / "_toc.yml").read_text(encoding="utf-8"))
     captions = edition.settings.get("captions", {})
-    for part in toc.get("parts", []):
-        if "caption" in part:
-            part["caption"] = captions.get(part["caption"], part["caption"])
+    for part in (part for part in toc.get("parts", []) if "caption" in part):
+        part["caption"] = captions.get(part["caption"], part["caption"])
     return toc
 
 
 def build_source(edition: Edition, out: Path) -> list[PageStatus]:
     """Write the whole second book under `out` (config, toc, assets, every page)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out := Path(out)).mkdir(parents=True, exist_ok=True)
     for name, data in (("_config.yml", book_config(edition)), ("_toc.yml", book_toc(edition))):
         (out / name).write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False),
                                 encoding="utf-8")
-    pages = edition.pages()
-    assets = edition.root / "book"
-    shutil.copytree(assets, out / "book", dirs_exist_ok=True,
+    shutil.copytree(edition.root / "book", out / "book", dirs_exist_ok=True,
                     ignore=lambda d, names: [n for n in names if n.endswith(".md")])
-    return [translate_page(edition, page, out / page) for page in pages]
+    return [translate_page(edition, page, out / page) for page in edition.pages()]
 
 
-def build_book(edition: Edition, source: Path, html: Path) -> float:
+def build_book(source: Path, html: Path) -> float:
     """Build the second book from `source` with jupyter-book (``-n -W``) and copy its HTML to
     `html`; return the seconds the build took."""
-    import time
-
     start = time.perf_counter()
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([str(jupyter_book), "build", str(source), "-n", "-W", "--keep-going"],
@@ -321,10 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     """``levers i18n build|status``: write and build the second book, or list what is stale."""
     parser = argparse.ArgumentParser(prog="levers i18n", description=main.__doc__)
     parser.add_argument("action", choices=["build", "status"])
-    parser.add_argument("--lang", default="zh")
-    parser.add_argument("--root", default=".")
-    parser.add_argument("--source", default=None, help="default: _build/<lang>-src")
-    parser.add_argument("--html", default=None, help="default: _build/html/<lang>")
+    for flag, default in (("--lang", "zh"), ("--root", "."), ("--source", "_build/<lang>-src"),
+                          ("--html", "_build/html/<lang>")):
+        parser.add_argument(flag, default=default, help=f"default: {default}")
     parser.add_argument("--no-book", dest="book", action="store_false",
                         help="write the second book's source only")
     args = parser.parse_args(argv)
@@ -332,20 +283,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "status":
         statuses = [page_status(edition, page) for page in edition.pages()]
     else:
-        source = Path(args.source or edition.root / "_build" / f"{args.lang}-src")
+        source = edition.root / args.source.replace("<lang>", args.lang)
         statuses = build_source(edition, source)
         print(f"wrote {source}")
     bad = 0
     for st in statuses:
-        if st.pending:
-            print(f"pending   {st.page}")
-            continue
-        state = "fresh" if st.fresh else "STALE"
-        bad += not st.fresh
+        bad += not (st.pending or st.fresh)
+        state = "pending" if st.pending else "fresh" if st.fresh else "STALE"
         print(f"{state:9s} {st.page}" + "".join(
             f"\n  {kind}: {' '.join(keys)}" for kind, keys in
-            (("stale", st.stale), ("missing", st.missing), ("orphaned", st.orphaned)) if keys))
+            (("stale", st.stale), ("missing", st.missing), ("orphaned", st.orphaned))
+            if keys and not st.pending))
     if args.action == "build" and args.book:
-        html = Path(args.html or edition.root / "_build" / "html" / args.lang)
-        print(f"built {html} in {build_book(edition, source, html):.1f} s")
+        html = edition.root / args.html.replace("<lang>", args.lang)
+        print(f"built {html} in {build_book(source, html):.1f} s")
     return 1 if bad and args.action == "status" else 0
