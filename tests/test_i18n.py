@@ -87,7 +87,8 @@ def test_translation_is_complete_and_fresh(page: str) -> None:
         " (the English changed after its translation: `levers i18n status` lists them)")
 
 
-def test_a_changed_english_cell_is_stale(tmp_path: Path) -> None:
+def test_a_changed_english_cell_is_stale(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     page = "chapters/06-mathematics.ipynb"
     for name in ("_toc.yml", "_config.yml", page, "i18n/zh/_edition.yml",
                  str(EDITION.translation_file(page).relative_to(ROOT))):
@@ -105,6 +106,8 @@ def test_a_changed_english_cell_is_stale(tmp_path: Path) -> None:
     status = i18n.page_status(copy, page)
     assert (status.stale, status.missing, status.orphaned) == (
         [markdown[1].id], ["newcell1"], [gone])
+    assert i18n.main(["status", "--root", str(tmp_path)]) == 1  # `levers i18n status` lists it
+    assert f"stale: {markdown[1].id}" in capsys.readouterr().out
     # The build falls back to the English text of the stale cell, under the notice.
     i18n.translate_page(copy, page, tmp_path / "out.ipynb")
     out = {c.id: c.source for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells}
