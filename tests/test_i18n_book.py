@@ -6,7 +6,8 @@ from 127.0.0.1, and checks every Chinese page the way tests/test_book.py checks 
 ones (no console error, no failed or remote request, math typeset, images loaded); on the
 translated pages, that the text is set in a CJK font and no Markdown emphasis is left
 unrendered; and on every translated page in both editions, that the switch leads to the same
-page in the other edition.
+page in the other edition. Last, that the grader scores a submission whose markdown is Chinese
+(as in a generated Chinese lab) exactly as the English one.
 """
 
 from __future__ import annotations
@@ -130,3 +131,24 @@ def test_chinese_pages_and_the_switch_in_chromium(site: tuple[str, Path]) -> Non
     problems = {name: found for name, found in problems.items() if found}
     assert not problems, "pages with problems:\n" + "\n".join(
         f"{name}:\n  " + "\n  ".join(found) for name, found in problems.items())
+
+
+@pytest.mark.parametrize("name", ["right_answers", "half_right"])
+def test_the_grader_grades_a_chinese_submission_like_the_english_one(tmp_path: Path,
+                                                                     name: str) -> None:
+    """A lab's Chinese version differs only in its markdown cells: same score, same tests."""
+    import nbformat
+    from test_grade_support import MINILAB, SUBMISSIONS, by_question, grade, results
+
+    english = SUBMISSIONS / "honest" / f"{name}.ipynb"
+    nb = nbformat.read(english, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = "（中文版）本题要求你实现下面的函数。\n\n" + cell.source
+    chinese = tmp_path / f"{name}-zh.ipynb"
+    nbformat.write(nb, chinese)
+    status, out = grade(tmp_path, MINILAB, english, chinese)
+    assert status == 0
+    en, zh = results(out, name), results(out, f"{name}-zh")
+    assert by_question(zh) == by_question(en) and zh["score"] == en["score"]
+    assert [t["status"] for t in zh["tests"]] == [t["status"] for t in en["tests"]]
