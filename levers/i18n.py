@@ -25,6 +25,8 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from levers._checks import fail
+
 #: Characters of the SHA-256 hex digest kept as a unit's hash.
 HASH_CHARS = 12
 FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})(.*)$")
@@ -44,7 +46,7 @@ def source_hash(text: str) -> str:
     12
     """
     if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+        raise fail("text", text, "a str")
     norm = "\n".join(line.rstrip() for line in text.strip().splitlines())
     return hashlib.sha256(norm.encode()).hexdigest()[:HASH_CHARS]
 
@@ -61,9 +63,8 @@ def markdown_blocks(text: str) -> list[tuple[str, str]]:
     '```{note}\\nA\\n\\nB\\n```'
     """
     if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    blocks: list[list[str]] = [[]]
-    fences: list[str] = []
+        raise fail("text", text, "a str")
+    blocks, fences = [[]], []  # lines of each block; the fences open at this line
     for line in text.splitlines():
         match = FENCE.match(line)
         if match and fences and not match[2].strip() and match[1].startswith(fences[-1]):
@@ -96,7 +97,7 @@ def page_units(path: Path) -> list[tuple[str, str]]:
         return [(c.id, c.source) for c in nb.cells if c.cell_type == "markdown"]
     if path.suffix == ".md":
         return markdown_blocks(path.read_text(encoding="utf-8"))
-    raise ValueError(f"path must be a .ipynb or .md page, got {str(path)!r}")
+    raise fail("path", str(path), "a .ipynb or .md page")
 
 
 @dataclass
@@ -110,12 +111,11 @@ class Edition:
     @classmethod
     def load(cls, root: Path | str = ".", lang: str = "zh") -> Edition:
         """Read the edition of `lang` under the repository `root`."""
-        root = Path(root)
         if not re.fullmatch(r"[a-z]{2}(_[A-Z]{2})?", str(lang)):
-            raise ValueError(f"lang must be a language code like 'zh', got {lang!r}")
-        path = root / "i18n" / lang / "_edition.yml"
+            raise fail("lang", lang, "a language code like 'zh'")
+        path = (root := Path(root)) / "i18n" / lang / "_edition.yml"
         if not path.is_file():
-            raise ValueError(f"lang must have {path}, which does not exist")
+            raise fail("lang", lang, f"a language with {path}, which does not exist")
         return cls(root, lang, yaml.safe_load(path.read_text(encoding="utf-8")))
 
     @property
@@ -149,10 +149,10 @@ def write_translation(edition: Edition, page: str, zh: dict[str, str]) -> Path:
     """Record `zh` (unit key -> translation) for `page`, stamped with the hashes of the current
     English units, keeping the page's other entries; return the translation file."""
     if not isinstance(zh, dict) or not all(isinstance(v, str) for v in zh.values()):
-        raise ValueError(f"zh must map unit keys to str translations, got {type(zh).__name__}")
+        raise fail("zh", zh, "a dict mapping unit keys to str translations")
     units = dict(page_units(edition.root / page))
     if unknown := sorted(set(zh) - set(units)):
-        raise ValueError(f"zh must key units of {page}, got unknown keys {unknown}")
+        raise fail("zh", unknown, f"keyed by units of {page}; unknown keys")
     entries = edition.translations(page)
     for key, text in zh.items():
         lines = [line.rstrip() for line in text.strip().splitlines()]
