@@ -29,7 +29,8 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check \
 # The library's own tests: everything but the notebooks, labs, grader, book and CLI runs, and
 # test_repro, whose fresh-process runs take minutes (make test runs them all).
 LIB_TESTS := $(filter-out tests/test_book.py tests/test_labs.py tests/test_reproducibility.py \
-               tests/test_cli.py tests/test_style.py tests/test_repro.py tests/test_grade_%.py, \
+               tests/test_cli.py tests/test_style.py tests/test_repro.py tests/test_grade_%.py \
+               tests/test_i18n_book.py, \
                $(wildcard tests/test_*.py))
 
 .PHONY: book pdf pdf-deps test test-fast lint lock lab notebooks labs grade bench clean
@@ -42,7 +43,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -n -W --keep-going
-	@echo "Open _build/html/index.html"
+	$(BIN)/levers i18n build
+	@echo "Open _build/html/index.html (中文版: _build/html/zh/index.html)"
 
 # The PDF edition: Sphinx's LaTeX writer and XeLaTeX (xeCJK and Noto CJK for the Chinese
 # title and glossary). Debian's TeX packages are installed when missing, as .ci/run installs

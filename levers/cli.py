@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from levers.grading.cli import main as grade_main
 
         return grade_main(argv[1:])
+    if argv[:1] == ["i18n"]:  # levers i18n build|status: the Chinese edition
+        from levers.i18n import main as i18n_main
+
+        return i18n_main(argv[1:])
     parser = argparse.ArgumentParser(prog="levers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
