@@ -22,6 +22,7 @@ from levers import (
     cost,
     encode,
     formats,
+    gptq,
     integer,
     kernels,
     kmeans,
@@ -37,8 +38,8 @@ from levers import (
 from levers._checks import InvalidArgument
 from levers.data import Split
 
-MODULES = (bench, calibration, cost, encode, formats, integer, kernels, kmeans, metrics, models,
-           prune, qmodel, quant, regularize, schedule, train)
+MODULES = (bench, calibration, cost, encode, formats, gptq, integer, kernels, kmeans, metrics,
+           models, prune, qmodel, quant, regularize, schedule, train)
 
 
 class Wrong:
@@ -103,12 +104,30 @@ VALID = {
     integer.requantize: lambda: dict(zip(("m0", "n"), integer.quantize_multiplier(0.25),
                                          strict=True), acc=torch.tensor([3, 4])),
     integer.int_mlp: lambda: {"model": fq_mlp(), "calibration": torch.rand(5, 4), "bits": 8},
+    integer.torch_int8_linear: lambda: {"fq": fq_mlp().fc1, "out_qp": fq_mlp().fc2.act_qp,
+                                        "q_x": torch.zeros(2, 4, dtype=torch.uint8),
+                                        "relu": True},
+    gptq.hessian: lambda: {"x": torch.rand(5, 4)},
+    gptq.gptq_quantize: lambda: {"w": torch.randn(3, 4), "h": torch.eye(4, dtype=torch.float64),
+                                 "qp": calibration.choose_qparams_affine(
+                                     torch.ones(3, 4), quant.QScheme(axis=0)), "damp": 0.01},
+    gptq.output_error: lambda: {"w": torch.ones(2, 3), "w_hat": torch.zeros(2, 3),
+                                "h": torch.eye(3, dtype=torch.float64)},
+    gptq.bias_correction: lambda: {"w": torch.ones(2, 3), "w_hat": torch.zeros(2, 3),
+                                   "x_mean": torch.ones(3)},
+    gptq.quantize_weights_: lambda: {"model": models.MLP((4, 2)), "scheme": quant.QScheme(),
+                                     "calibration": torch.rand(3, 4), "method": "rtn",
+                                     "correct_bias": True, "damp": 0.01},
     integer.lsb_error: lambda: {"q": torch.tensor([1, 2]), "q_ref": torch.tensor([1, 3])},
     kernels.matmul_formats: lambda: {"batch": 2, "n_in": 4, "n_out": 3, "rounds": 1,
                                      "repeats": 1},
     kernels.csr_vs_dense: lambda: {"weight": torch.randn(3, 4), "x": torch.randn(4, 2),
                                    "sparsities": [0.5], "rounds": 1, "repeats": 1},
-    kmeans.kmeans_quantize: lambda: {"w": torch.randn(16), "bits": 2, "iters": 5},
+    kmeans.kmeans_quantize: lambda: {"w": torch.randn(16), "bits": 2, "init": "k-means++",
+                                     "tol": 1e-4, "iters": 50, "seed": 1},
+    kernels.batch_sweep: lambda: {"models": {"m": MLP}, "x": torch.rand(2, 4), "batches": [1],
+                                  "rounds": 1, "repeats": 1},
+    kernels.kernel_report: lambda: {"models": {"m": MLP}, "x": torch.rand(2, 4)},
     kmeans.kmeans_dequantize: lambda: {"codebook": CB},
     metrics.confusion_matrix: lambda: {"y_true": torch.tensor([0, 1]),
                                        "y_pred": torch.tensor([1, 1]), "n_classes": 3},
@@ -188,6 +207,9 @@ NOT_IN_TABLE = {
     bench.native: "forwards its arguments to another function (tested in test_bench)",
     encode.saved_bytes: "takes any object",
     quant.check_scheme: "is itself a check",
+    kmeans.ConvergenceWarning: "a warning class, raised by kmeans_quantize",
+    bench.Peak: "a result, built by bench.peak (tested in test_bench)",
+    bench.peak: "reads /proc/cpuinfo text of any shape (tested in test_bench)",
     train.show_progress: "takes no arguments",
 }
 
