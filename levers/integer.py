@@ -206,8 +206,10 @@ def torch_int8_linear(fq: FakeQuantLayer, out_qp: QParams, q_x: Tensor,
 
     ``torch.ops.quantized.linear`` (or ``linear_relu``) on the active engine (fbgemm / x86 /
     onednn on x86, qnnpack on ARM) multiplies uint8 activations by int8 weights, accumulates in
-    int32 and requantizes; it keeps the bias in float. PyTorch has no deterministic flag for
-    these kernels, so its deterministic-algorithms switch is turned off for this call only.
+    int32 and requantizes; it keeps the bias in float. With PyTorch's deterministic algorithms
+    switched on (as `levers.repro.setup` does) every static quantized operator raises, because
+    the resize of its quantized output (``quantized_resize_cpu_``) has no deterministic
+    implementation; the switch is turned off for this call only.
 
     Parameters
     ----------

@@ -4,8 +4,9 @@ Instead of a uniform grid, the 2ᵇ levels are the centroids of a 1-D k-means cl
 weights: a codebook of 2ᵇ floats plus a b-bit index per weight. Levels crowd where the weights
 are dense (near zero for a bell-shaped layer), so at equal bits the squared error is lower than
 a uniform grid's. Lloyd's algorithm in one dimension is simple: sorted centroids split the line
-at their midpoints, so assignment is a `torch.bucketize`; each centroid then moves to the mean
-of its weights, and a cluster left empty takes the weight farthest from its centroid (as
+at their midpoints, so on the sorted weights every cluster is a contiguous run that a binary
+search finds and a running sum averages; each centroid then moves to the mean of its weights,
+and a cluster left empty takes the weight farthest from its centroid (as
 scikit-learn does). It runs until the centroids stop moving (scikit-learn's tolerance, relative to
 the weights' variance) or until an iteration cap, which the codebook records and a
 `ConvergenceWarning` announces. Three starts (`INITS`): ``"linear"`` levels over [min, max]
@@ -68,7 +69,7 @@ def _start(x: Tensor, k: int, init: str, seed: int) -> Tensor:
     return torch.cat(chosen).sort().values
 
 
-def _relocate_empty(x: Tensor, index: Tensor, centroids: Tensor, sums: Tensor,
+def _relocate_empty(xs: Tensor, sizes: Tensor, centroids: Tensor, sums: Tensor,
                     counts: Tensor) -> None:
     """Give each empty cluster the weight farthest from its centroid, as scikit-learn does.
 
@@ -78,16 +79,20 @@ def _relocate_empty(x: Tensor, index: Tensor, centroids: Tensor, sums: Tensor,
     empty = (counts == 0).nonzero().flatten()
     if empty.numel() == 0:
         return
-    far = torch.topk((x - centroids[index]).pow(2), empty.numel()).indices
+    index = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    far = torch.topk((xs - centroids[index]).pow(2), empty.numel()).indices
     for e, f in zip(empty.tolist(), far.tolist(), strict=True):
         old = int(index[f])
-        sums[old] -= x[f]
+        sums[old] -= xs[f]
         counts[old] -= 1
-        sums[e], counts[e] = x[f], 1.0
+        sums[e], counts[e] = xs[f], 1.0
 
 
-def _assign(x: Tensor, centroids: Tensor) -> Tensor:
-    return torch.bucketize(x, (centroids[1:] + centroids[:-1]) / 2)
+def _ends(xs: Tensor, centroids: Tensor) -> Tensor:
+    """Where each cluster ends in the sorted weights: nearest-centroid assignment in 1-D."""
+    mids = (centroids[1:] + centroids[:-1]) / 2  # a weight on a midpoint joins the lower one
+    return torch.cat([torch.searchsorted(xs, mids, right=True),
+                      torch.tensor([xs.numel()])])
 
 
 def kmeans_quantize(w: Tensor, bits: int, init: str = "linear", tol: float = 1e-8,
@@ -135,17 +140,20 @@ def kmeans_quantize(w: Tensor, bits: int, init: str = "linear", tol: float = 1e-
     k = 2**bits
     centroids = _start(x, k, init, seed)
     limit = tol * float(x.var(correction=0))
-    index, converged, step = None, False, 0
+    # Sorted, the weights of a cluster are contiguous: a step costs O(k log n), not O(n).
+    xs = x.sort().values
+    cumsum = torch.cat([torch.zeros(1, dtype=torch.float64), xs.cumsum(0)])
+    ends, converged, step = None, False, 0
     while step < iters:
         step += 1
-        new_index = _assign(x, centroids)
-        if index is not None and torch.equal(new_index, index):
-            converged = True  # a fixed point: nothing would move again
+        new_ends = _ends(xs, centroids)
+        if ends is not None and torch.equal(new_ends, ends):
+            converged = True  # a fixed point: no weight changes cluster
             break
-        index = new_index
-        sums = torch.zeros(k, dtype=torch.float64).index_add_(0, index, x)
-        counts = torch.zeros(k, dtype=torch.float64).index_add_(0, index, torch.ones_like(x))
-        _relocate_empty(x, index, centroids, sums, counts)
+        ends = new_ends
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), ends[:-1]])
+        sums, counts = cumsum[ends] - cumsum[starts], (ends - starts).to(torch.float64)
+        _relocate_empty(xs, ends - starts, centroids, sums, counts)
         moved = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
         shift = float((moved - centroids).pow(2).sum())
         centroids = moved.sort().values
@@ -157,7 +165,7 @@ def kmeans_quantize(w: Tensor, bits: int, init: str = "linear", tol: float = 1e-
                       f"centroids settled (tol={tol}); raise iters", ConvergenceWarning,
                       stacklevel=2)
     centroids = centroids.to(torch.float32)
-    index = _assign(x.to(torch.float32), centroids)
+    index = torch.bucketize(x.to(torch.float32), (centroids[1:] + centroids[:-1]) / 2)
     return Codebook(centroids, index.to(torch.uint8).reshape(w.shape), bits, step, converged)
 
 
