@@ -11,6 +11,7 @@ operators each model's forward pass dispatches to.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TypeVar
@@ -203,10 +204,9 @@ def kernel_report(models: Mapping[K, nn.Module], x: torch.Tensor) -> dict[str, o
     """
     _check_models(models)
     check_weight(x, "x")
-    config = torch.__config__.show()
-    blas = next((line.split("=", 1)[1] for line in config.replace(",", "\n").splitlines()
-                 if line.strip().startswith("BLAS_INFO=")), "unknown")
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "quantized_engine": torch.backends.quantized.engine,
-            "blas": blas.strip(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "blas": blas.group(1) if blas else "unknown",
+            "mkldnn": torch.backends.mkldnn.is_available(),
             "ops": {key: _ops_that_ran(m.eval(), x) for key, m in models.items()}}
