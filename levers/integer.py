@@ -8,15 +8,18 @@ output y (S₃, Z₃), a linear layer y = W x + b becomes
 The sum is exact in int32. The one real number left, M, is written as M = 2⁻ⁿ · M₀ with
 M₀ ∈ [0.5, 1) held as a 31-bit integer, so requantizing is an integer multiply and a rounding
 right shift: no floating point anywhere at inference. `int_mlp` builds such a model from one
-fake-quantized by `levers.qmodel.quantize_` (this module sits above `levers.qmodel`).
+fake-quantized by `levers.qmodel.quantize_` (this module sits above `levers.qmodel`), and
+`torch_int8_linear` runs the same layer through PyTorch's own int8 engine, the outside check.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from levers._checks import check_instance, check_integers, check_weight, fail
+from levers._checks import check_bool, check_instance, check_integers, check_weight, fail
 from levers.calibration import choose_qparams_affine
 from levers.qmodel import FakeQuantLayer
 from levers.quant import QParams, QScheme, quantize_affine
@@ -195,3 +198,79 @@ def lsb_error(q: Tensor, q_ref: Tensor) -> int:
         raise fail("q_ref", q_ref, f"a tensor of the shape of q, {tuple(q.shape)}")
     return int((q.long() - q_ref.long()).abs().max()) if q.numel() else 0
 
+
+
+def torch_int8_linear(fq: FakeQuantLayer, out_qp: QParams, q_x: Tensor,
+                      relu: bool = False) -> Tensor:
+    """The integer outputs of a fake-quantized linear layer, computed by PyTorch's int8 engine.
+
+    ``torch.ops.quantized.linear`` (or ``linear_relu``) on the active engine (fbgemm / x86 /
+    onednn on x86, qnnpack on ARM) multiplies uint8 activations by int8 weights, accumulates in
+    int32 and requantizes; it keeps the bias in float. With PyTorch's deterministic algorithms
+    switched on (as `levers.repro.setup` does) every static quantized operator raises, because
+    the resize of its quantized output (``quantized_resize_cpu_``) has no deterministic
+    implementation; the switch is turned off for this call only.
+
+    Parameters
+    ----------
+    fq : FakeQuantLayer
+        A calibrated Linear layer: uint8 activations (8-bit, unsigned, per tensor), int8
+        symmetric weights per tensor or per channel.
+    out_qp : QParams
+        The outputs' per-tensor 8-bit parameters (signed outputs are shifted by 128 on the way).
+    q_x : Tensor
+        The integer input (N, in_features) on `fq`'s activation grid.
+    relu : bool
+        Fuse a ReLU (``quantized::linear_relu``).
+
+    Returns
+    -------
+    Tensor
+        The integer outputs, in `out_qp`'s dtype; compare with `IntLinear` by `lsb_error`.
+
+    Examples
+    --------
+    >>> from levers.qmodel import QuantConfig, quantize_
+    >>> from levers.models import MLP
+    >>> x = torch.rand(32, 6, generator=torch.Generator().manual_seed(0))
+    >>> m = quantize_(MLP((6, 3)), QuantConfig(), x)
+    >>> out = choose_qparams_affine(m(x), QScheme(signed=True, symmetric=False))
+    >>> q_x = quantize_affine(x, m.fc1.act_qp)
+    >>> ours = IntLinear.from_float(m.fc1.layer, m.fc1.act_qp, out, m.fc1.weight_qparams())
+    >>> lsb_error(ours(q_x), torch_int8_linear(m.fc1, out, q_x)) <= 1
+    True
+    """
+    check_instance("fq", fq, FakeQuantLayer)
+    check_bool("relu", relu)
+    x_qp, scheme = fq.act_qp, fq.config.weight
+    if (not isinstance(fq.layer, nn.Linear) or x_qp is None or x_qp.bits != 8
+            or x_qp.scheme.signed or x_qp.scheme.axis is not None or scheme is None
+            or scheme.bits != 8 or not scheme.signed or not scheme.symmetric
+            or scheme.axis not in (None, 0) or scheme.group_size is not None):
+        raise fail("fq", fq, "a calibrated Linear FakeQuantLayer with uint8 activations and "
+                   "int8 symmetric weights (per tensor or axis=0)")
+    if (not isinstance(out_qp, QParams) or out_qp.bits != 8
+            or out_qp.scheme.axis is not None):
+        raise fail("out_qp", out_qp, "per-tensor 8-bit QParams")
+    check_integers("q_x", q_x, 0, 255)
+    w_qp, shift = fq.weight_qparams(), 128 if out_qp.scheme.signed else 0
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch announces its quantized tensors' deprecation
+        w_hat = fq.quantized_weight().detach()
+        if scheme.axis is None:
+            qw = torch.quantize_per_tensor(w_hat, float(w_qp.scale), 0, torch.qint8)
+        else:
+            qw = torch.quantize_per_channel(w_hat, w_qp.scale.double(),
+                                            w_qp.zero_point.long(), 0, torch.qint8)
+        x_hat = (q_x.float() - float(x_qp.zero_point)) * x_qp.scale
+        qx = torch.quantize_per_tensor(x_hat, float(x_qp.scale), int(x_qp.zero_point),
+                                       torch.quint8)
+        packed = torch.ops.quantized.linear_prepack(qw, fq.layer.bias)
+        op = torch.ops.quantized.linear_relu if relu else torch.ops.quantized.linear
+        was = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(False)
+        try:
+            qy = op(qx, packed, float(out_qp.scale), int(out_qp.zero_point) + shift)
+        finally:
+            torch.use_deterministic_algorithms(was)
+    return (qy.int_repr().to(torch.int16) - shift).to(out_qp.scheme.dtype)

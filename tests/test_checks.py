@@ -29,6 +29,7 @@ from levers import (
     encode,
     float32,
     formats,
+    gptq,
     huffman,
     integer,
     kernels,
@@ -51,8 +52,9 @@ from levers._checks import InvalidArgument
 from levers.data import Split
 
 MODULES = (accumulate, bench, bits, calibration, clipping, compress, cost, deepcompress, distill,
-           encode, float32, formats, huffman, integer, kernels, kmeans, metrics, mixed, models,
-           mx, policy, prune, qmodel, quant, regularize, saliency, schedule, share, train)
+           encode, float32, formats, gptq, huffman, integer, kernels, kmeans, metrics, mixed,
+           models, mx, policy, prune, qmodel, quant, regularize, saliency, schedule, share,
+           train)
 
 
 class Wrong:
@@ -217,6 +219,20 @@ VALID = {
     integer.requantize: lambda: dict(zip(("m0", "n"), integer.quantize_multiplier(0.25),
                                          strict=True), acc=torch.tensor([3, 4])),
     integer.int_mlp: lambda: {"model": fq_mlp(), "calibration": torch.rand(5, 4), "bits": 8},
+    integer.torch_int8_linear: lambda: {"fq": fq_mlp().fc1, "out_qp": fq_mlp().fc2.act_qp,
+                                        "q_x": torch.zeros(2, 4, dtype=torch.uint8),
+                                        "relu": True},
+    gptq.hessian: lambda: {"x": torch.rand(5, 4)},
+    gptq.gptq_quantize: lambda: {"w": torch.randn(3, 4), "h": torch.eye(4, dtype=torch.float64),
+                                 "qp": calibration.choose_qparams_affine(
+                                     torch.ones(3, 4), quant.QScheme(axis=0)), "damp": 0.01},
+    gptq.output_error: lambda: {"w": torch.ones(2, 3), "w_hat": torch.zeros(2, 3),
+                                "h": torch.eye(3, dtype=torch.float64)},
+    gptq.bias_correction: lambda: {"w": torch.ones(2, 3), "w_hat": torch.zeros(2, 3),
+                                   "x_mean": torch.ones(3)},
+    gptq.quantize_weights_: lambda: {"model": models.MLP((4, 2)), "scheme": quant.QScheme(),
+                                     "calibration": torch.rand(3, 4), "method": "rtn",
+                                     "correct_bias": True, "damp": 0.01},
     integer.lsb_error: lambda: {"q": torch.tensor([1, 2]), "q_ref": torch.tensor([1, 3])},
     kernels.matmul_formats: lambda: {"batch": 2, "n_in": 4, "n_out": 3, "rounds": 1,
                                      "repeats": 1},
@@ -225,7 +241,11 @@ VALID = {
                                         "repeats": 1},
     kernels.csr_vs_dense: lambda: {"weight": torch.randn(3, 4), "x": torch.randn(4, 2),
                                    "sparsities": [0.5], "rounds": 1, "repeats": 1},
-    kmeans.kmeans_quantize: lambda: {"w": torch.randn(16), "bits": 2, "iters": 5},
+    kmeans.kmeans_quantize: lambda: {"w": torch.randn(16), "bits": 2, "init": "k-means++",
+                                     "tol": 1e-4, "iters": 50, "seed": 1},
+    kernels.batch_sweep: lambda: {"models": {"m": MLP}, "x": torch.rand(2, 4), "batches": [1],
+                                  "rounds": 1, "repeats": 1},
+    kernels.kernel_report: lambda: {"models": {"m": MLP}, "x": torch.rand(2, 4)},
     kmeans.lloyd: lambda: {"x": torch.randn(16), "centroids": torch.tensor([-1.0, 1.0]),
                            "iters": 3},
     kmeans.kmeans_dequantize: lambda: {"codebook": CB},
@@ -340,6 +360,7 @@ NOT_IN_TABLE = {
     compress.chain: "takes any number of hooks (each checked; tested in test_compress)",
     encode.saved_bytes: "takes any object",
     quant.check_scheme: "is itself a check",
+    kmeans.ConvergenceWarning: "a warning class, raised by kmeans_quantize",
     train.show_progress: "takes no arguments",
 }
 

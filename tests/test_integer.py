@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 from levers.calibration import choose_qparams_affine
-from levers.integer import IntLinear, int_mlp, lsb_error, quantize_multiplier, requantize
+from levers.integer import (
+    IntLinear,
+    int_mlp,
+    lsb_error,
+    quantize_multiplier,
+    requantize,
+    torch_int8_linear,
+)
 from levers.models import LeNet300100
 from levers.qmodel import QuantConfig, quantize_
 from levers.quant import QScheme, dequantize_affine, quantize_affine
@@ -105,3 +112,39 @@ def test_int_linear_rejects_bad_params():
         IntLinear.from_float(layer, choose_qparams_affine(torch.rand(5, 4), QScheme(axis=1)), qp)
     with pytest.raises(TypeError, match="must be a tensor of an integer dtype"):
         IntLinear.from_float(layer, qp, qp)(torch.rand(1, 4))
+
+
+@pytest.mark.parametrize("engine", [e for e in ("fbgemm", "x86", "onednn", "qnnpack")
+                                    if e in torch.backends.quantized.supported_engines])
+@pytest.mark.parametrize(("axis", "relu"), [(None, False), (0, True), (0, False)])
+def test_int_linear_matches_pytorchs_int8_engine(engine, axis, relu):
+    """The outside oracle: torch.ops.quantized.linear on every engine this build has."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(256, 48, generator=g) * 2
+    model = quantize_(nn.Sequential(nn.Linear(48, 40)),
+                      QuantConfig(weight=QScheme(8, axis=axis)), x)
+    fq = model[0]
+    y = model(x).detach()
+    out_qp = choose_qparams_affine(torch.relu(y) if relu else y,
+                                   QScheme(8, signed=not relu, symmetric=False))
+    q_x = quantize_affine(x, fq.act_qp)
+    ours = IntLinear.from_float(fq.layer, fq.act_qp, out_qp, fq.weight_qparams(), relu=relu)
+    before = torch.backends.quantized.engine, torch.are_deterministic_algorithms_enabled()
+    torch.backends.quantized.engine = engine
+    torch.use_deterministic_algorithms(True)
+    try:
+        theirs = torch_int8_linear(fq, out_qp, q_x, relu=relu)
+        assert torch.are_deterministic_algorithms_enabled()  # switched back on after the call
+    finally:
+        torch.backends.quantized.engine = before[0]
+        torch.use_deterministic_algorithms(before[1])
+    assert theirs.dtype == ours(q_x).dtype
+    assert lsb_error(ours(q_x), theirs) <= 1
+    assert float((ours(q_x) != theirs).float().mean()) < 0.01
+
+
+def test_torch_int8_linear_rejects_non_int8_layers():
+    x = torch.rand(8, 4)
+    model = quantize_(nn.Sequential(nn.Linear(4, 2)), QuantConfig(weight=QScheme(4)), x)
+    with pytest.raises(ValueError, match="int8 symmetric weights"):
+        torch_int8_linear(model[0], model[0].act_qp, quantize_affine(x, model[0].act_qp))

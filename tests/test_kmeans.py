@@ -1,23 +1,80 @@
 """Tests of levers.kmeans: codebook + index weight sharing."""
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.cluster import KMeans
 
 from levers.calibration import choose_qparams_affine
 from levers.encode import codebook_bytes
-from levers.kmeans import Codebook, kmeans_dequantize, kmeans_quantize
+from levers.kmeans import (
+    INITS,
+    Codebook,
+    ConvergenceWarning,
+    _start,
+    kmeans_dequantize,
+    kmeans_quantize,
+)
 from levers.quant import QScheme, fake_quantize_affine
 
 
-def test_an_empty_cluster_keeps_its_centroid():
-    # Initial levels 0, 10/3, 20/3, 10: the middle two attract no weight and must stay put
-    # (setting them to 0 would break the sorted order and the midpoint assignment).
-    cb = kmeans_quantize(torch.tensor([0.0, 0.0, 0.0, 10.0]), bits=2)
-    assert cb.centroids.tolist() == torch.linspace(0.0, 10.0, 4).tolist()
-    assert cb.indices.tolist() == [0, 0, 0, 3]
-    assert torch.equal(kmeans_dequantize(cb), torch.tensor([0.0, 0.0, 0.0, 10.0]))
+def _sklearn_from(x: torch.Tensor, start: torch.Tensor) -> np.ndarray:
+    """scikit-learn's Lloyd k-means from the same starting centroids, to strict convergence."""
+    km = KMeans(len(start), init=start.numpy().reshape(-1, 1), n_init=1, tol=0.0,
+                max_iter=10_000, algorithm="lloyd")
+    return np.sort(km.fit(x.double().numpy().reshape(-1, 1)).cluster_centers_.ravel())
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("bits", [2, 4])
+def test_converged_centroids_equal_scikit_learns_from_the_same_start(init, bits):
+    g = torch.Generator().manual_seed(bits)
+    w = torch.cat([torch.randn(3000, generator=g) * 0.05,
+                   torch.randn(300, generator=g) * 0.3])  # a bell with heavy tails
+    cb = kmeans_quantize(w, bits, init=init, tol=0.0, seed=3)
+    assert cb.converged and 1 < cb.iterations < 1000
+    start = _start(w.double(), 2**bits, init, 3)
+    np.testing.assert_allclose(cb.centroids.double().numpy(), _sklearn_from(w, start),
+                               rtol=0, atol=1e-6)
+
+
+def test_more_iterations_lower_the_error_until_convergence():
+    w = torch.randn(20_000, generator=torch.Generator().manual_seed(0)) ** 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        errs = [float((kmeans_dequantize(kmeans_quantize(w, 4, iters=n)) - w).pow(2).mean())
+                for n in (1, 5, 30)]
+    done = kmeans_quantize(w, 4)
+    final = float((kmeans_dequantize(done) - w).pow(2).mean())
+    assert errs[0] > errs[1] > errs[2] > final and done.converged and done.iterations > 30
+
+
+def test_the_cap_is_reported_when_hit():
+    w = torch.randn(5000, generator=torch.Generator().manual_seed(1)) ** 3
+    with pytest.warns(ConvergenceWarning, match="cap of iters=3"):
+        cb = kmeans_quantize(w, 3, iters=3)
+    assert not cb.converged and cb.iterations == 3
+
+
+def test_random_starts_depend_on_the_seed_and_pick_distinct_weights():
+    w = torch.randn(500, generator=torch.Generator().manual_seed(2))
+    for init in ("random", "k-means++"):
+        a, b = _start(w.double(), 8, init, 0), _start(w.double(), 8, init, 1)
+        assert not torch.equal(a, b) and len(torch.unique(a)) == 8
+        assert torch.isin(a, w.double()).all() and bool((a[1:] > a[:-1]).all())
+
+
+def test_an_empty_cluster_takes_the_farthest_weight():
+    # Linear levels 0, 10/3, 20/3, 10: the middle two attract no weight, so (as in
+    # scikit-learn) they move to the weights farthest from their centroids, 0.2 and 0.1.
+    w = torch.tensor([0.0, 0.1, 0.2, 10.0])
+    cb = kmeans_quantize(w, bits=2)
+    assert torch.allclose(cb.centroids, w) and cb.indices.tolist() == [0, 1, 2, 3]
+    assert torch.equal(kmeans_dequantize(cb), cb.centroids)
 
 
 @settings(max_examples=30, deadline=None)
@@ -58,6 +115,10 @@ def test_bad_input():
         kmeans_quantize(torch.tensor([0.0, float("nan")]), 2)
     with pytest.raises(TypeError, match="floating-point"):
         kmeans_quantize(torch.arange(4), 2)
+    with pytest.raises(ValueError, match="init must be one of"):
+        kmeans_quantize(torch.randn(4), 2, init="kmeans++")
+    with pytest.raises(ValueError, match="tol must be a finite number"):
+        kmeans_quantize(torch.randn(4), 2, tol=-1.0)
     with pytest.raises(TypeError, match="Codebook"):
         kmeans_dequantize(torch.zeros(3))
     assert isinstance(kmeans_quantize(torch.randn(4), 1), Codebook)
