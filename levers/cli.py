@@ -5,6 +5,7 @@
     levers labs nbgrader COURSE      write an nbgrader course's source/ from solutions/
     levers grade SOLUTION SUB...     autograde submissions (see the instructor guide)
     levers bench [PATH...]           time notebook execution and the book build
+    levers i18n build|status         build the Chinese edition; list stale translations
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-book", dest="book", action="store_false")
     bench.add_argument("--scratch", default="_build/bench")
     bench.set_defaults(func=cmd_bench)
+    # handed to levers.i18n before parsing (above); listed here for --help
+    sub.add_parser("i18n", help="the Chinese edition (levers i18n --help)")
     args = parser.parse_args(argv)
     return args.func(args)
 
