@@ -117,9 +117,11 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         Where and how the kernel runs.
     limits : Limits
         Timeouts and output budget.
-    probes : list of (str, str) or (str, str, ops, dtypes)
+    probes : list of (str, str) or (str, str, ops, dtypes[, in_place])
         Hidden checks to run after the last cell, with the operator rules observed while each
-        runs (`levers.grading.guard.observe`).
+        runs (`levers.grading.guard.observe`); with ``in_place`` a check runs right after its
+        own (placeholder) cell instead, on the state the question's cells left, so that later
+        scratch cells change nothing.
     seed : int
         Passed to every ``probe(seed)``.
     label : callable
@@ -139,7 +141,8 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         The executed notebook, each cell's status, each probe's reply and notes.
     """
     start = time.monotonic()
-    probes = [(p[0], p[1], *(tuple(p[2:4]) if len(p) > 2 else ((), ()))) for p in probes]
+    probes = [(p[0], p[1], *(tuple(p[2:4]) if len(p) > 2 else ((), ())),
+               bool(p[4]) if len(p) > 4 else False) for p in probes]
     run_ = _Run(sandbox, limits, probes, seed,
                 deadline if deadline is not None else start + limits.wall_timeout)
     run_.prelude = PRELUDE.format(withheld=list(withheld or []),
@@ -273,6 +276,14 @@ class _Run:
             status = reply.get("content", {}).get("status", "error")
             cells[i] = (CellRun("ok") if status == "ok"
                         else CellRun("error", _error_text(cell, reply)))
+            gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            here = [p for p in self.probes if p[0] == gid and p[4]]
+            if here:
+                limit = client.limit
+                try:
+                    await self.probe(client, run, here)
+                finally:
+                    client.limit, client.probing = limit, False
 
     async def _cell(self, client: BoundedClient, cell: nbformat.NotebookNode, i: int,
                     walled: bool) -> None:
@@ -326,9 +337,10 @@ class _Run:
             self.limit_notes.append((i, f"a process was killed: the sandbox used all of its "
                                         f"{self.limits.memory >> 20} MB of memory"))
 
-    async def probe(self, client: BoundedClient, run: nbformat.NotebookNode) -> None:
+    async def probe(self, client: BoundedClient, run: nbformat.NotebookNode,
+                    probes: list[tuple] | None = None) -> None:
         client.limit, client.probing = PROBE_OUTPUT, True
-        for gid, source, ops, dtypes in self.probes:
+        for gid, source, ops, dtypes, _ in self.probes if probes is None else probes:
             if gid in self.results:
                 continue
             remaining = self.left() - SHUTDOWN

@@ -36,10 +36,10 @@ GRACE = 15.0
 _REFERENCE: dict[tuple[str, int], dict[str, object]] = {}
 
 
-def probes(lab: Lab) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
-    """``(grade_id, probe source, ops, dtypes)`` of every hidden check, in notebook order."""
-    return [(c.grade_id, c.probe, q.ops, q.dtypes) for q in lab.questions for c in q.checks
-            if c.kind == "hidden"]
+def probes(lab: Lab) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...], bool]]:
+    """``(grade_id, probe source, ops, dtypes, in_place)`` of every hidden check, in order."""
+    return [(c.grade_id, c.probe, q.ops, q.dtypes, c.in_place) for q in lab.questions
+            for c in q.checks if c.kind == "hidden"]
 
 
 def instructor_cells(assembled: Assembled) -> list[int]:

@@ -12,7 +12,9 @@ TESTS``). ``metadata.levers`` carries the grader's extras:
   ``aten._to_sparse_csr`` or ``aten.fake_quantize_per_*`` that must not run while the probes
   call the student's code) and ``dtypes`` (tensor dtypes such as ``bfloat16`` that no operator
   may produce then); ``forbidden`` (names) is still read, for a note that scores nothing;
-- ``rtol``/``atol``/``partial`` on a hidden cell;
+- ``rtol``/``atol``/``partial`` on a hidden cell, and ``in_place`` (run the probe right after
+  its own cell, on the state the question's cells left: for experiments, which later scratch
+  cells must not change);
 - ``files`` (paths the lab needs in its working directory) and ``withheld`` (for the whole lab)
   on the notebook.
 
@@ -61,6 +63,7 @@ class Check:
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     partial: bool = False
+    in_place: bool = False  # run right after its own cell, not after the last one
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ def _check(cell: dict, gid: str) -> Check:
             rtol=float(extra.get("rtol", DEFAULT_RTOL)),
             atol=float(extra.get("atol", DEFAULT_ATOL)),
             partial=bool(extra.get("partial", False)),
+            in_place=bool(extra.get("in_place", False)),
         )
     return Check(gid, "public", float(points), source)
 
@@ -366,7 +370,7 @@ def read_submission(path: str | Path) -> nbformat.NotebookNode:
 
 
 RULES_PARAGRAPHS = ("**Rules checked while your code runs**", "Not allowed in this cell",
-                    "Nothing is forbidden here")
+                    "Nothing is forbidden here", "Nothing is checked here")
 
 
 def with_rules(nb: nbformat.NotebookNode) -> list[int]:
