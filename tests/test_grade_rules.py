@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
 from levers.grading.spec import LabError, read_solution, rules_text, with_rules
 
 ROOT = Path(__file__).parent.parent
