@@ -244,7 +244,9 @@ class _Run:
         """Install the lab's rules in a fresh kernel, before any cell of the submission."""
         cell = nbformat.v4.new_code_cell(self.prelude)
         run.cells.append(cell)
-        client.timeout = int(max(1, min(self.limits.cell_timeout, self.left() - SHUTDOWN)))
+        # It imports torch and the library: the kernel's start-up time, not a cell's.
+        wait = max(self.limits.cell_timeout, self.limits.start_timeout)
+        client.timeout = int(max(1, min(wait, self.left() - SHUTDOWN)))
         try:
             await _send(client, cell, len(run.cells) - 1, store_history=False)
         except Exception as exc:  # noqa: BLE001 - a kernel that cannot take the rules

@@ -156,14 +156,21 @@ def install(withheld: list[str], instructor: list[int] = ()) -> list[str]:  # no
         sys.meta_path.insert(0, _Later())
     _withhold(targets)
     _guard_torch()
+    setup_runner()
+    return sorted(name for name, _ in targets.values()) + sorted(
+        f"{e} (when imported)" for v in _LATER.values() for e in v)
+
+
+def setup_runner() -> dict:
+    """The probe runner's namespace (`RUNNER`): `levers.grading.values.PROBE_RUNNER` executed
+    with the builtins captured at import, before any student code ran."""
     from levers.grading.values import PROBE_RUNNER
 
     RUNNER.clear()
     RUNNER.update(__builtins__=_B, __name__="__levers__", BUILTINS=_B, Withheld=Withheld,
                   observe=observe)
     _B["exec"](PROBE_RUNNER, RUNNER)
-    return sorted(name for name, _ in targets.values()) + sorted(
-        f"{e} (when imported)" for v in _LATER.values() for e in v)
+    return RUNNER
 
 
 class _Later:
@@ -197,8 +204,10 @@ class _Later:
 def _withhold(targets: dict[int, tuple[str, object]]) -> None:
     _replace({key: (value, _stub(name, value)) for key, (name, value) in targets.items()})
     for name, value in targets.values():
+        while hasattr(value, "__wrapped__"):  # @torch.no_grad() and functools.wraps wrappers
+            value = value.__wrapped__
         code = getattr(value, "__code__", None)
-        if code is not None:
+        if code is not None and code.co_name == name.rsplit(".", 1)[-1]:
             _STATE["codes"][(code.co_filename, code.co_firstlineno, code.co_name)] = name
 
 
@@ -222,6 +231,12 @@ def _guard_torch() -> None:
         return
     import os
 
+    import torch.overrides
+    import torch.utils._python_dispatch
+    import torch.utils._pytree  # noqa: F401 - imported now, not while a probe's clock runs
+
+    with _ops_mode(["aten.warm"], ["bfloat16"], []), _functions_mode(["torch.warm"], []):
+        torch.ones(2).add(1).sum()  # the first observed operator loads PyTorch's Python dispatch
     _TORCH_DIR[:] = [os.path.dirname(torch.__file__) + os.sep]
     swap = {}
     for name in TAMPER_TORCH:

@@ -31,6 +31,11 @@ PROBE_MIME = "application/x-levers-probe"
 PROBE_RUNNER = r'''
 import base64, builtins, json
 
+def tname(t):
+    """A type's name as the report may show it: a short dotted identifier, nothing else."""
+    name = f"{getattr(t, '__module__', '?')}.{getattr(t, '__qualname__', '?')}"
+    return "".join(c for c in name if c.isalnum() or c in "._")[:60]
+
 def enc(v, depth=0):
     if depth > 20:
         raise TypeError("value nested too deeply")
@@ -51,7 +56,7 @@ def enc(v, depth=0):
     if mod.startswith("torch") and t.__name__ == "Tensor":
         import torch
         if t is not torch.Tensor:
-            raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+            raise TypeError(f"unsupported type {tname(t)}")
         x = v.detach().cpu().contiguous()
         dtype = str(x.dtype).replace("torch.", "")
         if x.dtype == torch.bfloat16:
@@ -62,14 +67,14 @@ def enc(v, depth=0):
     if mod.startswith("numpy"):
         import numpy
         if t is not numpy.ndarray and not isinstance(v, numpy.generic):
-            raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+            raise TypeError(f"unsupported type {tname(t)}")
         a = numpy.ascontiguousarray(v)
         if a.dtype.hasobject:
             raise TypeError("numpy arrays of Python objects are not supported")
         kind = "ndarray" if t is numpy.ndarray else "npscalar"
         return {"t": kind, "dtype": a.dtype.str, "shape": list(a.shape),
                 "v": base64.b64encode(a.tobytes()).decode()}
-    raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+    raise TypeError(f"unsupported type {tname(t)}")
 
 def result(code, seed, user, ops, dtypes):
     ns = {k: v for k, v in user.items()
@@ -81,9 +86,15 @@ def result(code, seed, user, ops, dtypes):
         probe = ns["probe"]
         with watch:
             value = probe(seed)
-        out = {"ok": True, "value": enc(value)}
     except BaseException as e:
         out = {"ok": False, "error": kind(e)}
+    else:
+        try:
+            out = {"ok": True, "value": enc(value)}
+        except (TypeError, RecursionError) as e:  # the grader's own messages
+            out = {"ok": False, "error": "the result could not be read: " + str(e)[:200]}
+        except BaseException as e:  # e.g. a tensor subclass whose methods raise
+            out = {"ok": False, "error": kind(e)}
     out["violations"] = sorted(set(watch.violations))[:10]
     out["removed"] = watch.removed[:200]
     return json.dumps(out)
@@ -197,9 +208,11 @@ def parse_reply(text: str, marker: str) -> dict:
         raise ProbeDataError("the probe result is not JSON") from exc
     if not isinstance(reply, dict) or reply.get("ok") not in (True, False):
         raise ProbeDataError("the probe result is malformed")
-    rules = {"violations": [str(v)[:200] for v in reply.get("violations", [])][:10]
-             if isinstance(reply.get("violations"), list) else [],
-             "removed": str(reply.get("removed", ""))[:200]}
+    rules: dict[str, object] = {}  # what the run-time rules saw (`levers.grading.guard`)
+    if isinstance(reply.get("violations"), list) and reply["violations"]:
+        rules["violations"] = [str(v)[:200] for v in reply["violations"]][:10]
+    if reply.get("removed"):
+        rules["removed"] = str(reply["removed"])[:200]
     if reply["ok"]:
         return {"ok": True, "value": decode(reply.get("value")), **rules}
     return {"ok": False, "error": str(reply.get("error", ""))[:500], **rules}
