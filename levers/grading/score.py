@@ -162,9 +162,9 @@ def score(lab: Lab, assembled: Assembled, execution: Execution, reference: dict[
                              assembled)
         if found:
             uses = ", ".join(str(f) for f in found[:3])
-            report.notes.append(f"Note on question {q.name} (scores nothing): the code mentions "
-                                f"{uses}, a name this question's rules are about; only what "
-                                "runs while the hidden check calls your code counts.")
+            report.notes.append(f"Note on question {q.name} (it scores nothing): the code names "
+                                f"{uses}; only what runs while the hidden check calls your "
+                                "code is judged by the question's rules.")
         if why := broken_rules(q, execution.probes):
             report.checks += [CheckResult(c.grade_id, c.kind, q.name, 0.0, c.points, "failed",
                                           why) for c in q.checks]
