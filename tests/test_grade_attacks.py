@@ -71,11 +71,61 @@ def test_public_test_that_passes_by_a_trick_is_withheld(tmp_path):
     assert all(t["score"] == 0 for t in public)
 
 
-def test_forbidden_use_names_the_question_rule(tmp_path):
-    status, out = grade(tmp_path, MINILAB, ATTACKS / "reference_import.ipynb")
+def test_withheld_function_raises_and_says_so(tmp_path):
+    """The library's own answer is a stub in the grading kernel; the error names it."""
+    status, out = grade(tmp_path, MINILAB, ATTACKS / "reference_import.ipynb", extra=SLOW)
     q1 = [t for t in results(out, "reference_import")["tests"] if t["name"].startswith("q1")]
-    assert all(t["score"] == 0 and "does not allow" in t["output"] for t in q1)
-    assert all("cell" in t["output"] for t in q1)  # where it was found
+    assert all(t["score"] == 0 for t in q1)
+    assert all("levers.formats.round_to_format is not available in this graded lab"
+               in t["output"] for t in q1)
+
+
+# A probe under the observers does more than the fixtures' 3 s allow on a loaded machine.
+SLOW = ("--timeout", "30")
+# Shortcuts no name check can see: each is caught where it happens (a stub, the dispatcher,
+# the profile hook), and the report says which rule or what removed the observer.
+RUNTIME = {
+    "rt_split_string_type": "aten._to_copy -> bfloat16",
+    "rt_autocast_dtype": "aten._to_copy -> bfloat16",
+    "rt_view_dtype": "aten._to_copy -> bfloat16",
+    "rt_copy_into": "bfloat16",
+    "rt_pydoc_locate": "not available in this graded lab",
+    "rt_lv_getattr": "not available in this graded lab",
+    "rt_reload_formats": "reached another way",
+    "rt_setprofile_off": "observer was removed",
+    "rt_pop_mode": "observer was removed",
+    "rt_disable_dispatch": "observer was removed",
+    "rt_thread_cast": "observer was removed",
+    "rt_tensor_method": "aten._to_copy -> bfloat16",
+    "rt_code_swap": "aten._to_copy -> bfloat16",
+    "rt_registry_if": "aten._to_copy -> bfloat16",
+    "rt_module_alias_patch": "aten._to_copy -> bfloat16",
+    "rt_compile_patch": None,
+    "rt_hasattr_spy": None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIME))
+def test_runtime_shortcut_earns_what_an_honest_wrong_answer_earns(tmp_path, honest_wrong, name):
+    status, out = grade(tmp_path, MINILAB, ATTACKS / f"{name}.ipynb", extra=SLOW)
+    assert status == 0
+    report = results(out, name)
+    assert by_question(report) == honest_wrong, report["output"]
+    q1 = "\n".join(t["output"] for t in report["tests"] if t["name"].startswith("q1"))
+    if RUNTIME[name]:
+        assert RUNTIME[name] in q1, q1
+
+
+def test_hidden_check_failure_shows_no_grader_code(tmp_path):
+    """A function that raises back what it finds on the stack: only the kind of error shows."""
+    _, out = grade(tmp_path, MINILAB, ATTACKS / "rt_hasattr_spy.ipynb", extra=SLOW)
+    text = (out / "rt_hasattr_spy" / "results.json").read_text()
+    assert "def probe" not in text and "__levers_guard" not in text and "Generator" not in text
+    hidden = next(t for t in results(out, "rt_hasattr_spy")["tests"]
+                  if t["name"] == "q1 hidden check")
+    # (the public test shows the student's own message: it ran the student's own cell)
+    assert "LEAK" not in hidden["output"]
+    assert "ValueError raised in your function round_bf16" in hidden["output"]
 
 
 def test_a_correct_answer_that_also_patches_keeps_its_earned_points(tmp_path):
@@ -102,10 +152,12 @@ def test_a_copy_of_a_public_test_does_not_stand_in_for_it(tmp_path):
     assert "ValueError: five values" in q1_public["output"]
 
 
-@pytest.mark.parametrize("name", ["forloop_selfcheck", "local_alias", "colab_import"])
+@pytest.mark.parametrize("name", ["forloop_selfcheck", "local_alias", "colab_import",
+                                  "names_half", "numpy_loops", "scratch_names",
+                                  "library_selfcheck", "scratch_after_experiment"])
 def test_honest_scratch_code_near_a_forbidden_name_keeps_full_marks(tmp_path, name):
     """A loop variable or a local named like the answer's parameter, or a failed import, is
     not the answer reaching a forbidden name."""
-    status, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / f"{name}.ipynb")
+    status, out = grade(tmp_path, MINILAB, SUBMISSIONS / "honest" / f"{name}.ipynb", extra=SLOW)
     report = results(out, name)
     assert status == 0 and report["score"] == 8, report["output"]

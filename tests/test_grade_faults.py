@@ -187,8 +187,10 @@ def test_a_link_to_the_solution_through_a_linked_folder_is_refused(tmp_path):
 
 def test_one_huge_output_is_dropped_before_it_reaches_the_grader(tmp_path):
     """A 200 MB print exceeds the 64 MB message cap: the cell is skipped, nothing else lost.
-    (Making and sending 200 MB takes the kernel seconds: a longer cell timeout.)"""
-    status, out = grade(tmp_path, MINILAB, FAULTS / "huge_output.ipynb", extra=("--timeout", "30"))
+    (Making and sending 200 MB takes the kernel seconds: a longer cell timeout; and memory
+    for its copies, or the kernel fails to send it at all and the test sees nothing to cut.)"""
+    status, out = grade(tmp_path, MINILAB, FAULTS / "huge_output.ipynb",
+                        extra=("--timeout", "30", "--memory", "3072"))
     report = results(out, "huge_output")
     assert status == 0 and by_question(report) == FULL
     assert "output channel" in report["output"]

@@ -135,3 +135,31 @@ def test_lab1_forbidden_reference_call_scores_zero(tmp_path):
     report = results(out, "q3-bf16-solution")
     assert by_question(report)["q3"] == 0
     assert any(re.search(r"levers\.formats", t["output"]) for t in report["tests"])
+
+
+@pytest.mark.skipif(not LAB1.exists(), reason="Lab 1 not written yet")
+def test_lab1_honest_names_and_float32_work_keep_full_marks(tmp_path):
+    """What a name blocklist punished: a local named `half`, float32 arithmetic, and scratch
+    code using sys.path, get_ipython and globals()."""
+    nb = nbformat.read(LAB1, as_version=4)
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    edits = {"q1-metrics-solution": [
+        ("cm = cm.to(torch.float64)", "cm = cm.to(torch.float32)"),
+        ("    return {\n", "    precision, recall, f1 = precision.double(), recall.double(), "
+                         "f1.double()\n    return {\n")],
+        "q3-bf16-solution": [("bits + 0x7FFF + last_kept", "bits + half + last_kept"),
+                             ("    bits = x.view(torch.int32)\n",
+                              "    bits = x.view(torch.int32)\n    half = 0x7FFF\n")]}
+    for gid, pairs in edits.items():
+        for old, new in pairs:
+            assert old in cells[gid].source, (gid, old)
+            cells[gid].source = cells[gid].source.replace(old, new)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import sys\nsys.path.append('..')\nfrom IPython import get_ipython\n"
+        "names = [k for k in globals() if not k.startswith('_')]\nnote = 'helpers.py'\n"
+        "qmodel = calibrate = None"))
+    path = tmp_path / "honest_names.ipynb"
+    nbformat.write(nb, path)
+    _, out = grade(tmp_path, LAB1, path, extra=("--timeout", "60"))
+    report = results(out, "honest_names")
+    assert by_question(report) == {"q1": 3, "q2": 3, "q3": 3, "q4": 3, "q5": 3}, report["output"]

@@ -284,9 +284,12 @@ def test_tampering_is_detected_and_ordinary_code_is_not():
 
 def run_probe(source: str, seed: int = 5, user: dict | None = None) -> dict:
     """Run the kernel-side probe runner in this process and parse its result."""
-    runner: dict = {}
-    exec(PROBE_RUNNER, runner)
-    text = runner["result"](source, seed, {"torch": torch, "np": np, **(user or {})})
+    from levers.grading import guard
+
+    runner = guard.setup_runner()
+    assert "result" in runner and PROBE_RUNNER
+    text = runner["result"](compile(source, "<hidden check>", "exec"), seed,
+                            {"torch": torch, "np": np, **(user or {})}, [], [])
     return parse_reply("@@m@@" + text, "@@m@@")
 
 
@@ -300,6 +303,9 @@ def test_probe_runner_ignores_names_that_shadow_builtins():
 
 
 def test_probe_code_binds_no_name_a_student_could_have_shadowed():
+    from levers.grading import guard
+
+    guard.setup_runner()
     user: dict = {"list": [3, 1, 2], "exec": None, "globals": None, "__builtins__": __builtins__}
     sent = []
     code = probe_code("def probe(seed):\n    return {'v': [seed]}", 7, "@@m@@")
@@ -347,8 +353,11 @@ def test_objects_that_lie_are_not_encoded():
 
 
 def test_probe_errors_are_reported_not_raised():
+    """Only the kind of failure: a message (or a class name) may carry what the code read."""
     reply = run_probe("def probe(seed):\n    raise ValueError('boom')")
-    assert reply == {"ok": False, "error": "ValueError: boom"}
+    assert reply == {"ok": False, "error": "ValueError raised"}
+    reply = run_probe("def probe(seed):\n    raise type('Secret', (Exception,), {})('x')")
+    assert reply == {"ok": False, "error": "an exception raised"}
 
 
 @pytest.mark.parametrize("text", ["", "@@m@@{not json", "@@m@@[]", "@@m@@{\"ok\": 1}",

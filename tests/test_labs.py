@@ -295,11 +295,13 @@ def test_lab_keeps_cells_grade_ids_and_public_tests(solution):
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
 def test_forbidden_names_appear_in_neither_reference_nor_stub(solution):
-    """The grader rejects a cell naming a forbidden name, so the given code must not name one."""
+    """The given code must not name what its question forbids or withholds (the grading
+    kernel replaces withheld functions by stubs that raise)."""
     sol, lab = read(solution), read(ROOT / "labs" / solution.name)
     checked = 0
     for s, c in zip(sol.cells, lab.cells, strict=True):
-        for name in s.metadata.get("levers", {}).get("forbidden", []):
+        rules = s.metadata.get("levers", {})
+        for name in rules.get("forbidden", []) + rules.get("withheld", []):
             assert name not in s.source and name not in c.source, (s.id, name)
             checked += 1
     assert checked > 0

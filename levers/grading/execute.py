@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -34,6 +35,9 @@ MAX_RESTARTS = 3
 # was cut (ZeroMQ drops a kernel that sends one message over MAX_MESSAGE).
 IOPUB_TIMEOUT = 10
 PROBE_OUTPUT = MAX_MESSAGE * 3 // 4  # characters of a probe's reply (it must fit one message)
+# The first code of every kernel: the lab's rules (`levers.grading.guard`), before student code.
+PRELUDE = ("import levers.grading.guard\n"
+           "levers.grading.guard.install({withheld!r}, {instructor!r})\n")
 
 
 @dataclass
@@ -68,18 +72,41 @@ class _Stop(Exception):
         self.note, self.fault = note, fault
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failing_line(error: dict) -> str:
+    r"""The line IPython's traceback marks (``----> 4 assert ...``) in the cell that ran, or "".
+
+    Examples
+    --------
+    >>> failing_line({"traceback": ["Traceback", "Cell In[3], line 2\n      1 x = 1\n"
+    ...                             "----> 2 assert x == 2, f'x is {x}'\n"]})
+    "line 2: assert x == 2, f'x is {x}'"
+    """
+    frames = [ANSI.sub("", str(t)) for t in error.get("traceback", []) if isinstance(t, str)]
+    for frame in frames:  # the outermost frame, the cell's own, comes first
+        for ln in frame.splitlines():
+            if m := re.match(r"\s*-+>\s*(\d+)\s(.*)", ln):
+                return f"line {m.group(1)}: {m.group(2).strip()}"[:300]
+    return ""
+
+
 def _error_text(cell: nbformat.NotebookNode, reply: dict) -> str:
     content = reply.get("content", {})
     errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     ename, evalue = (content.get("ename"), content.get("evalue")) if content.get("ename") else (
         (errors[-1].ename, errors[-1].evalue) if errors else ("an error", ""))
-    return (f"{ename}: {evalue}" if evalue else str(ename))[:500]
+    text = (f"{ename}: {evalue}" if evalue else str(ename))[:500]
+    where = failing_line(errors[-1]) if errors else ""
+    return f"{text} (at {where})" if where else text
 
 
 async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
-                  probes: list[tuple[str, str]], seed: int,
+                  probes: list[tuple], seed: int,
                   label: Callable[[int], str] = lambda i: f"Cell {i + 1}",
-                  deadline: float | None = None) -> Execution:
+                  deadline: float | None = None, withheld: list[str] | None = None,
+                  instructor: list[int] | None = None) -> Execution:
     """Execute ``nb`` and then ``probes`` (``(grade_id, probe source)``) with ``seed``.
 
     Parameters
@@ -90,8 +117,11 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         Where and how the kernel runs.
     limits : Limits
         Timeouts and output budget.
-    probes : list of (str, str)
-        Hidden checks to run after the last cell.
+    probes : list of (str, str) or (str, str, ops, dtypes[, in_place])
+        Hidden checks to run after the last cell, with the operator rules observed while each
+        runs (`levers.grading.guard.observe`); with ``in_place`` a check runs right after its
+        own (placeholder) cell instead, on the state the question's cells left, so that later
+        scratch cells change nothing.
     seed : int
         Passed to every ``probe(seed)``.
     label : callable
@@ -99,6 +129,11 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
     deadline : float, optional
         ``time.monotonic()`` by which everything, shutdowns included, is over (default: now
         plus ``limits.wall_timeout``).
+    withheld : list of str, optional
+        Library functions replaced by raising stubs before the first cell
+        (`levers.grading.guard.install`).
+    instructor : list of int, optional
+        `levers.grading.guard.cell_hash` of the instructor's cells, which may still call them.
 
     Returns
     -------
@@ -106,8 +141,12 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         The executed notebook, each cell's status, each probe's reply and notes.
     """
     start = time.monotonic()
+    probes = [(p[0], p[1], *(tuple(p[2:4]) if len(p) > 2 else ((), ())),
+               bool(p[4]) if len(p) > 4 else False) for p in probes]
     run_ = _Run(sandbox, limits, probes, seed,
                 deadline if deadline is not None else start + limits.wall_timeout)
+    run_.prelude = PRELUDE.format(withheld=list(withheld or []),
+                                  instructor=list(instructor or []))
     restarts, fault = 0, False
     while True:
         run = copy.deepcopy(nb)
@@ -115,6 +154,7 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
         client = run_.client(run)
         try:
             await run_.start(client, first=restarts == 0)
+            await run_.setup(client, run)
             await run_.cells(client, run, cells)
             await run_.probe(client, run)
             break
@@ -137,7 +177,7 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
     if hits["memory"] > run_.blamed["memory"]:
         notes.append(f"The sandbox used all of its {limits.memory >> 20} MB of memory: "
                      f"{hits['memory'] - run_.blamed['memory']} process(es) killed.")
-    for gid, _ in probes:
+    for gid, *_ in probes:
         run_.results.setdefault(gid, {"ok": False,
                                       "error": "not run: the notebook did not finish"})
     return Execution(run, cells, run_.results, notes, time.monotonic() - start, fault)
@@ -146,7 +186,7 @@ async def execute(nb: nbformat.NotebookNode, sandbox: Sandbox, limits: Limits,
 class _Run:
     """The state of one submission's run across restarts: fatal cells, probe results, notes."""
 
-    def __init__(self, sandbox: Sandbox, limits: Limits, probes: list[tuple[str, str]],
+    def __init__(self, sandbox: Sandbox, limits: Limits, probes: list[tuple],
                  seed: int, deadline: float):
         self.sandbox, self.limits, self.probes, self.seed = sandbox, limits, probes, seed
         self.deadline = deadline
@@ -157,6 +197,7 @@ class _Run:
         self.limit_notes: list[tuple[int, str]] = []
         self.replies: dict[int, dict] = {}
         self.blamed = {"memory": 0, "pids": 0}  # limit hits already put down to a cell
+        self.prelude = ""
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -199,6 +240,25 @@ class _Run:
                     "grading machine, not of the submission: grade it again."
                     + ("" if first else " (after a restart; cells before it ran)"), fault=True)
 
+    async def setup(self, client: BoundedClient, run: nbformat.NotebookNode) -> None:
+        """Install the lab's rules in a fresh kernel, before any cell of the submission."""
+        cell = nbformat.v4.new_code_cell(self.prelude)
+        run.cells.append(cell)
+        # It imports torch and the library: the kernel's start-up time, not a cell's.
+        wait = max(self.limits.cell_timeout, self.limits.start_timeout)
+        client.timeout = int(max(1, min(wait, self.left() - SHUTDOWN)))
+        try:
+            await _send(client, cell, len(run.cells) - 1, store_history=False)
+        except Exception as exc:  # noqa: BLE001 - a kernel that cannot take the rules
+            raise _Stop(f"The grader could not set up the lab's rules in the kernel "
+                        f"({type(exc).__name__}): grade it again.", fault=True) from None
+        finally:
+            run.cells.remove(cell)
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            raise _Stop(f"The grader could not set up the lab's rules in the kernel "
+                        f"({errors[0].ename}: {errors[0].evalue}).", fault=True)
+
     async def cells(self, client: BoundedClient, run: nbformat.NotebookNode,
                     cells: list[CellRun]) -> None:
         for i, cell in enumerate(run.cells):
@@ -218,6 +278,14 @@ class _Run:
             status = reply.get("content", {}).get("status", "error")
             cells[i] = (CellRun("ok") if status == "ok"
                         else CellRun("error", _error_text(cell, reply)))
+            gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            here = [p for p in self.probes if p[0] == gid and p[4]]
+            if here:
+                limit = client.limit
+                try:
+                    await self.probe(client, run, here)
+                finally:
+                    client.limit, client.probing = limit, False
 
     async def _cell(self, client: BoundedClient, cell: nbformat.NotebookNode, i: int,
                     walled: bool) -> None:
@@ -271,21 +339,23 @@ class _Run:
             self.limit_notes.append((i, f"a process was killed: the sandbox used all of its "
                                         f"{self.limits.memory >> 20} MB of memory"))
 
-    async def probe(self, client: BoundedClient, run: nbformat.NotebookNode) -> None:
+    async def probe(self, client: BoundedClient, run: nbformat.NotebookNode,
+                    probes: list[tuple] | None = None) -> None:
         client.limit, client.probing = PROBE_OUTPUT, True
-        for gid, source in self.probes:
+        for gid, source, ops, dtypes, _ in self.probes if probes is None else probes:
             if gid in self.results:
                 continue
             remaining = self.left() - SHUTDOWN
             if remaining <= 1:
                 self.results[gid] = {"ok": False, "error": "not run: the time limit was reached"}
                 continue
-            self.results[gid] = await self._one_probe(client, run, gid, source, remaining)
+            marker = f"@@levers-probe-{secrets.token_hex(8)}@@"
+            code = probe_code(source, self.seed, marker, ops, dtypes)
+            self.results[gid] = await self._one_probe(client, run, gid, code, marker, remaining)
 
     async def _one_probe(self, client: BoundedClient, run: nbformat.NotebookNode, gid: str,
-                         source: str, remaining: float) -> dict:
-        marker = f"@@levers-probe-{secrets.token_hex(8)}@@"
-        probe_cell = nbformat.v4.new_code_cell(probe_code(source, self.seed, marker))
+                         code: str, marker: str, remaining: float) -> dict:
+        probe_cell = nbformat.v4.new_code_cell(code)
         run.cells.append(probe_cell)  # nbclient indexes cells; removed again below
         index = len(run.cells) - 1
         before = self.sandbox.limit_hits()

@@ -19,8 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from levers.grading.analysis import AnalysisError, analyse
-from levers.grading.assemble import assemble
+from levers.grading.assemble import Assembled, assemble
 from levers.grading.execute import execute
+from levers.grading.guard import cell_hash
 from levers.grading.sandbox import Limits, Sandbox, exposed, masked_paths
 from levers.grading.score import Report, zero
 from levers.grading.spec import Lab, LabError, SubmissionError, read_submission
@@ -35,9 +36,17 @@ GRACE = 15.0
 _REFERENCE: dict[tuple[str, int], dict[str, object]] = {}
 
 
-def probes(lab: Lab) -> list[tuple[str, str]]:
-    """``(grade_id, probe source)`` of every hidden check, in notebook order."""
-    return [(c.grade_id, c.probe) for q in lab.questions for c in q.checks if c.kind == "hidden"]
+def probes(lab: Lab) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...], bool]]:
+    """``(grade_id, probe source, ops, dtypes, in_place)`` of every hidden check, in order."""
+    return [(c.grade_id, c.probe, q.ops, q.dtypes, c.in_place) for q in lab.questions
+            for c in q.checks if c.kind == "hidden"]
+
+
+def instructor_cells(assembled: Assembled) -> list[int]:
+    """`cell_hash` of every instructor code cell: the lab's own code may use withheld functions."""
+    return [cell_hash(c.source) for c, o in zip(assembled.notebook.cells, assembled.origin,
+                                                 strict=True)
+            if o == "instructor" and c.cell_type == "code"]
 
 
 async def reference(lab: Lab, seed: int, limits: Limits, root: Path, mask: list[str],
@@ -52,13 +61,16 @@ async def reference(lab: Lab, seed: int, limits: Limits, root: Path, mask: list[
                      wall_timeout=max(limits.wall_timeout, 3600))
     sandbox = Sandbox(root, limits, mask, files)
     try:
-        ran = await execute(assemble(lab, lab.notebook).notebook, sandbox, limits, probes(lab),
-                            seed)
+        done = assemble(lab, lab.notebook)
+        ran = await execute(done.notebook, sandbox, limits, probes(lab), seed,
+                            withheld=lab.all_withheld, instructor=instructor_cells(done))
     finally:
         sandbox.cleanup()
     failed = [f"cell {i + 1}: {c.status} {c.error}" for i, c in enumerate(ran.cells)
               if c.status != "ok"]
     failed += [f"{gid}: {p['error']}" for gid, p in ran.probes.items() if not p["ok"]]
+    failed += [f"{gid}: the solution breaks its own rules ({p.get('removed') or p['violations']})"
+               for gid, p in ran.probes.items() if p.get("violations") or p.get("removed")]
     if failed:
         raise LabError(f"the solution {lab.path.name} does not run cleanly in the sandbox: "
                        + "; ".join(failed[:5]) + (f" ({'; '.join(ran.notes)})"
@@ -97,7 +109,8 @@ async def _grade_one(lab: Lab, path: Path, student: str, seed: int, limits: Limi
         assembled = assemble(lab, nb)
         sandbox = Sandbox(root, limits, mask, files)
         ran = await execute(assembled.notebook, sandbox, limits, probes(lab), seed,
-                            assembled.label, deadline=start + limits.wall_timeout - reserve)
+                            assembled.label, deadline=start + limits.wall_timeout - reserve,
+                            withheld=lab.all_withheld, instructor=instructor_cells(assembled))
         sandbox.cleanup()  # the kernel's resources go back before the analysis runs
         report = await analyse(lab, assembled, ran, ref, student, seed, bool(probes(lab)),
                                start + limits.wall_timeout - time.monotonic())

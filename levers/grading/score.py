@@ -2,8 +2,12 @@
 
 Rules, per question:
 
-- a forbidden name in the answer (`levers.grading.static.forbidden_uses`) scores 0 for every
-  check of the question, with a message that says which name and where;
+- the question's rules are enforced at run time (`levers.grading.guard`): a withheld library
+  function raises when called, so the probe fails like any error; a forbidden operator or dtype
+  seen at PyTorch's dispatcher while a probe ran, or an observer found removed, scores 0 for
+  every check of the question, with a message naming the operator (or what removed it);
+- a forbidden *name* in the answer (`levers.grading.static.forbidden_uses`) scores nothing: it
+  is reported as a note, since a name (``half``, ``qmodel``, ``calibrate``) is not a use;
 - a hidden check scores its points when the student's probe values equal the reference's
   (type-strict, with the check's tolerances); with ``partial`` it scores the fraction of
   top-level keys that agree;
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from levers.grading.assemble import Assembled
 from levers.grading.execute import Execution
-from levers.grading.spec import Lab, grade_id
+from levers.grading.spec import Lab, grade_id, rules_text
 from levers.grading.static import Finding, forbidden_uses
 from levers.grading.values import compare
 
@@ -77,19 +81,35 @@ def renumber(found: list[Finding], assembled: Assembled) -> list[Finding]:
             for f in found]
 
 
+def broken_rules(q, probes: dict[str, dict]) -> str:  # noqa: ANN001
+    """Why question ``q`` scores 0 under its run-time rules, or "" when it kept them."""
+    for c in q.checks:
+        probe = probes.get(c.grade_id, {})
+        if probe.get("removed"):
+            return (f"Question {q.name} scores 0: the grader's observer was removed while the "
+                    f"hidden check ran your code ({probe['removed']}), so the question's rules "
+                    "could not be checked.")
+        if probe.get("violations"):
+            seen = ", ".join(probe["violations"][:3])
+            return (f"Question {q.name} scores 0: while the hidden check ran your code, "
+                    f"PyTorch or the library ran {seen}, which this question does not allow. "
+                    + rules_text(q).replace("**", ""))
+    return ""
+
+
 def _hidden(check, probe: dict, want: dict) -> tuple[float, str, str]:  # noqa: ANN001
     if not probe.get("ok"):
-        return 0.0, "error", f"Your code raised an error or did not finish: {probe.get('error')}"
+        return 0.0, "error", f"The hidden check could not finish: {probe.get('error')}"
     got = probe["value"]
     if check.partial and isinstance(got, dict) and isinstance(want, dict) and want:
         right = [k for k in want if k in got and not compare(got[k], want[k], check.rtol,
-                                                            check.atol, k)]
-        diffs = compare(got, want, check.rtol, check.atol)
+                                                            check.atol, k, hide=True)]
+        diffs = compare(got, want, check.rtol, check.atol, hide=True)
         fraction = len(right) / len(want)
         status = "passed" if fraction == 1 else "failed"
         return (round(check.points * fraction, DECIMALS), status,
                 "\n".join(diffs[:5]) or "All values match.")
-    diffs = compare(got, want, check.rtol, check.atol)
+    diffs = compare(got, want, check.rtol, check.atol, hide=True)
     if diffs:
         more = f"\n(and {len(diffs) - 5} more differences)" if len(diffs) > 5 else ""
         return 0.0, "failed", "Your values differ from the reference:\n" + "\n".join(
@@ -148,9 +168,10 @@ def score(lab: Lab, assembled: Assembled, execution: Execution, reference: dict[
                              assembled)
         if found:
             uses = ", ".join(str(f) for f in found[:3])
-            why = (f"Question {q.name} scores 0: the answer uses {uses}, which this question "
-                   f"does not allow (forbidden: {', '.join(q.forbidden)}; dynamic code such as "
-                   "eval or getattr with a computed name also counts).")
+            report.notes.append(f"Note on question {q.name} (it scores nothing): the code names "
+                                f"{uses}; only what runs while the hidden check calls your "
+                                "code is judged by the question's rules.")
+        if why := broken_rules(q, execution.probes):
             report.checks += [CheckResult(c.grade_id, c.kind, q.name, 0.0, c.points, "failed",
                                           why) for c in q.checks]
             continue

@@ -4,9 +4,19 @@ A lab is an nbgrader-style notebook (``metadata.nbgrader``: ``grade``, ``solutio
 ``grade_id``, ``points``). A *question* is every cell whose ``grade_id`` starts with the same
 prefix before the first ``-``: ``q1-solution`` (the student's code), ``q1-public`` (plain asserts)
 and ``q1-hidden`` (a ``probe(seed)`` between ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN
-TESTS``). ``metadata.levers`` carries the grader's extras: ``forbidden`` names on a solution cell,
-``rtol``/``atol``/``partial`` on a hidden cell, and ``files`` (paths the lab needs in its working
-directory) on the notebook.
+TESTS``). ``metadata.levers`` carries the grader's extras:
+
+- on a solution cell, the question's *rules*, enforced at run time (`levers.grading.guard`):
+  ``withheld`` (library functions, or modules, replaced by raising stubs in the grading kernel
+  before any student code runs), ``ops`` (ATen operator patterns such as
+  ``aten._to_sparse_csr`` or ``aten.fake_quantize_per_*`` that must not run while the probes
+  call the student's code) and ``dtypes`` (tensor dtypes such as ``bfloat16`` that no operator
+  may produce then); ``forbidden`` (names) is still read, for a note that scores nothing;
+- ``rtol``/``atol``/``partial`` on a hidden cell, and ``in_place`` (run the probe right after
+  its own cell, on the state the question's cells left: for experiments, which later scratch
+  cells must not change);
+- ``files`` (paths the lab needs in its working directory) and ``withheld`` (for the whole lab)
+  on the notebook.
 
 Submissions are read defensively: every way a file can fail to be a notebook becomes a
 `SubmissionError` whose message is the reason a student reads in the report.
@@ -53,6 +63,7 @@ class Check:
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     partial: bool = False
+    in_place: bool = False  # run right after its own cell, not after the last one
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,9 @@ class Question:
     solution_id: str | None
     forbidden: tuple[str, ...]
     checks: tuple[Check, ...]
+    withheld: tuple[str, ...] = ()
+    ops: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
 
     @property
     def points(self) -> float:
@@ -77,10 +91,63 @@ class Lab:
     notebook: nbformat.NotebookNode
     questions: tuple[Question, ...]
     files: tuple[str, ...]
+    withheld: tuple[str, ...] = ()
 
     @property
     def points(self) -> float:
         return sum(q.points for q in self.questions)
+
+    @property
+    def all_withheld(self) -> list[str]:
+        """Every function the grading kernel replaces by a stub: the lab's and its questions'."""
+        return sorted({*self.withheld, *(w for q in self.questions for w in q.withheld)})
+
+
+TORCH_DTYPES = ("bfloat16", "float16", "float64", "int8", "uint8", "qint8", "quint8", "qint32",
+                "quint4x2", "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "float4_e2m1fn_x2",
+                "int16", "int32")
+
+
+def _names(meta: dict, key: str, where: str) -> tuple[str, ...]:
+    value = meta.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise LabError(f"{where}: metadata.levers.{key} must be a list of non-empty str, "
+                       f"got {value!r}")
+    if key == "dtypes" and (bad := [v for v in value if v not in TORCH_DTYPES]):
+        raise LabError(f"{where}: metadata.levers.dtypes has {bad}; allowed: {TORCH_DTYPES}")
+    if key == "ops" and (bad := [v for v in value if not v.startswith(("aten.", "prims.",
+                                                                        "quantized.", "torch."))]):
+        raise LabError(f"{where}: metadata.levers.ops has {bad}; write operators as "
+                       "'aten.name' (seen at the dispatcher; * matches families) or torch API "
+                       "functions as 'torch.nn.functional.name' or 'torch.Tensor.name'")
+    return tuple(value)
+
+
+def rules_text(question: Question) -> str:
+    """The question's rules as the lab's text states them, from the same metadata.
+
+    Examples
+    --------
+    >>> q = Question("q1", "q1-solution", (), (), withheld=("levers.formats",),
+    ...              ops=("aten._to_sparse_csr",), dtypes=("bfloat16",))
+    >>> print(rules_text(q))
+    **Rules checked while your code runs** (breaking one scores the question 0):
+    - not available in the graded kernel: `levers.formats`
+    - PyTorch operators it must not run: `aten._to_sparse_csr`
+    - tensor dtypes it must not create: `bfloat16`
+    """
+    parts = []
+    if question.withheld:
+        parts.append("not available in the graded kernel: "
+                     + ", ".join(f"`{w}`" for w in question.withheld))
+    if question.ops:
+        parts.append("PyTorch operators it must not run: "
+                     + ", ".join(f"`{o}`" for o in question.ops))
+    if question.dtypes:
+        parts.append("tensor dtypes it must not create: "
+                     + ", ".join(f"`{d}`" for d in question.dtypes))
+    head = "**Rules checked while your code runs** (breaking one scores the question 0):"
+    return "\n".join([head, *(f"- {p}" for p in parts)]) if parts else ""
 
 
 def nbgrader(cell: dict) -> dict:
@@ -148,6 +215,7 @@ def _check(cell: dict, gid: str) -> Check:
             rtol=float(extra.get("rtol", DEFAULT_RTOL)),
             atol=float(extra.get("atol", DEFAULT_ATOL)),
             partial=bool(extra.get("partial", False)),
+            in_place=bool(extra.get("in_place", False)),
         )
     return Check(gid, "public", float(points), source)
 
@@ -215,11 +283,12 @@ def read_solution(path: str | Path, public_only: bool = False) -> Lab:
         if not checks.get(name):
             continue  # a solution cell nobody grades (e.g. helpers) is not a question
         sol = solutions.get(name)
-        forbidden = sol.get("metadata", {}).get("levers", {}).get("forbidden", []) if sol else []
-        if not isinstance(forbidden, list) or not all(isinstance(f, str) for f in forbidden):
-            raise LabError(f"question {name!r}: metadata.levers.forbidden must be a list of str")
-        questions.append(Question(name, grade_id(sol) if sol else None, tuple(forbidden),
-                                  tuple(checks[name])))
+        extra = sol.get("metadata", {}).get("levers", {}) if sol else {}
+        where = f"question {name!r}"
+        rules = {k: _names(extra, k, where) for k in ("forbidden", "withheld", "ops", "dtypes")}
+        questions.append(Question(name, grade_id(sol) if sol else None, rules["forbidden"],
+                                  tuple(checks[name]), rules["withheld"], rules["ops"],
+                                  rules["dtypes"]))
     if not questions:
         raise LabError(f"{path.name} has no graded cells (metadata.nbgrader.grade = true)")
     stripped = [c.grade_id for q in questions for c in q.checks if c.kind == "hidden"
@@ -228,7 +297,8 @@ def read_solution(path: str | Path, public_only: bool = False) -> Lab:
         raise LabError(f"{path.name} is a student version (hidden checks {stripped} have no "
                        "probe): grade against the solution, or pass --public-only")
     files = nb.metadata.get("levers", {}).get("files", [])
-    return Lab(path, nb, tuple(questions), tuple(files))
+    withheld = _names(nb.metadata.get("levers", {}), "withheld", path.name)
+    return Lab(path, nb, tuple(questions), tuple(files), withheld)
 
 
 def read_submission(path: str | Path) -> nbformat.NotebookNode:
@@ -297,3 +367,47 @@ def read_submission(path: str | Path) -> nbformat.NotebookNode:
         cells.append(new)
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     return nbformat.v4.new_notebook(cells=cells, metadata=meta)
+
+
+RULES_PARAGRAPHS = ("**Rules checked while your code runs**", "Not allowed in this cell",
+                    "Nothing is forbidden here", "Nothing is checked here")
+
+
+def with_rules(nb: nbformat.NotebookNode) -> list[int]:
+    """Write each question's `rules_text` into the markdown cell that introduces it.
+
+    The paragraph stating the rules (one starting like `RULES_PARAGRAPHS`) in the last markdown
+    cell before the question's solution cell is replaced, or the rules are appended there, so
+    the lab's text says exactly what the grader enforces. Returns the indices of changed cells.
+
+    Parameters
+    ----------
+    nb : NotebookNode
+        A solution notebook, changed in place.
+
+    Returns
+    -------
+    list of int
+        The markdown cells whose text changed.
+    """
+    changed = []
+    markdown = None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            markdown = cell
+            continue
+        meta = nbgrader(cell)
+        if not meta.get("solution") or markdown is None:
+            continue
+        extra = cell.get("metadata", {}).get("levers", {})
+        q = Question("", None, (), (), *(tuple(extra.get(k, ())) for k in
+                                          ("withheld", "ops", "dtypes")))
+        text = rules_text(q) or ("Nothing is checked here beyond the lab's general rules.")
+        paragraphs = markdown.source.rstrip("\n").split("\n\n")
+        kept = [p for p in paragraphs if not p.startswith(RULES_PARAGRAPHS)]
+        new = "\n\n".join([*kept, text])
+        if new != markdown.source:
+            markdown.source = new
+            changed.append(nb.cells.index(markdown))
+        markdown = None  # one question per introducing cell
+    return changed

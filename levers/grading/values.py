@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import zlib
 
 import numpy as np
 
@@ -29,6 +30,11 @@ PROBE_MIME = "application/x-levers-probe"
 # through a `sys.stdout` the student may have redirected.
 PROBE_RUNNER = r'''
 import base64, builtins, json
+
+def tname(t):
+    """A type's name as the report may show it: a short dotted identifier, nothing else."""
+    name = f"{getattr(t, '__module__', '?')}.{getattr(t, '__qualname__', '?')}"
+    return "".join(c for c in name if c.isalnum() or c in "._")[:60]
 
 def enc(v, depth=0):
     if depth > 20:
@@ -50,7 +56,7 @@ def enc(v, depth=0):
     if mod.startswith("torch") and t.__name__ == "Tensor":
         import torch
         if t is not torch.Tensor:
-            raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+            raise TypeError(f"unsupported type {tname(t)}")
         x = v.detach().cpu().contiguous()
         dtype = str(x.dtype).replace("torch.", "")
         if x.dtype == torch.bfloat16:
@@ -61,44 +67,73 @@ def enc(v, depth=0):
     if mod.startswith("numpy"):
         import numpy
         if t is not numpy.ndarray and not isinstance(v, numpy.generic):
-            raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+            raise TypeError(f"unsupported type {tname(t)}")
         a = numpy.ascontiguousarray(v)
         if a.dtype.hasobject:
             raise TypeError("numpy arrays of Python objects are not supported")
         kind = "ndarray" if t is numpy.ndarray else "npscalar"
         return {"t": kind, "dtype": a.dtype.str, "shape": list(a.shape),
                 "v": base64.b64encode(a.tobytes()).decode()}
-    raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
+    raise TypeError(f"unsupported type {tname(t)}")
 
-def result(source, seed, user):
+def result(code, seed, user, ops, dtypes):
     ns = {k: v for k, v in user.items()
           if (k.startswith("__") and k.endswith("__")) or not hasattr(builtins, k)}
-    ns["__builtins__"] = builtins
+    ns["__builtins__"] = BUILTINS
+    watch = observe(ops, dtypes)
     try:
-        exec(compile(source, "<hidden check>", "exec"), ns)
-        out = {"ok": True, "value": enc(ns["probe"](seed))}
+        exec(code, ns)
+        probe = ns["probe"]
+        with watch:
+            value = probe(seed)
     except BaseException as e:
-        out = {"ok": False, "error": (f"{type(e).__name__}: {e}" if str(e)
-                                      else type(e).__name__)[:500]}
+        out = {"ok": False, "error": kind(e)}
+    else:
+        try:
+            out = {"ok": True, "value": enc(value)}
+        except (TypeError, RecursionError) as e:  # the grader's own messages
+            out = {"ok": False, "error": "the result could not be read: " + str(e)[:200]}
+        except BaseException as e:  # e.g. a tensor subclass whose methods raise
+            out = {"ok": False, "error": kind(e)}
+    out["violations"] = sorted(set(watch.violations))[:10]
+    out["removed"] = watch.removed[:200]
     return json.dumps(out)
 
-def send(source, seed, marker, user, mime):
+def kind(e):
+    """What kind of failure, never its text: a message may carry what the code read."""
+    t = type(e)
+    name = t.__name__ if getattr(builtins, t.__name__, None) is t else "an exception"
+    if t is Withheld:  # the grader's own stub: its message names the function
+        return "Withheld: " + str(e)[:200]
+    tb, where = e.__traceback__, ""
+    while tb is not None:
+        f = tb.tb_frame.f_code
+        if f.co_filename.startswith(("/tmp/ipykernel", "<ipython")):
+            where = f" in your function {f.co_name[:40]!s}, line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return name + " raised" + where
+
+def send(packed, seed, marker, user, mime, ops, dtypes):
+    import zlib
     from IPython.display import publish_display_data
-    publish_display_data({mime: marker + result(source, seed, user)})
+    code = compile(zlib.decompress(base64.b64decode(packed)).decode(), "<hidden check>", "exec")
+    publish_display_data({mime: marker + result(code, seed, user, ops, dtypes)})
 '''
 
 
-def probe_code(source: str, seed: int, marker: str) -> str:
+def probe_code(source: str, seed: int, marker: str, ops: tuple[str, ...] = (),
+               dtypes: tuple[str, ...] = ()) -> str:
     """The code sent to the student's kernel to run one probe and send back its result.
 
-    Only the ``import`` statement and attribute access on the real ``builtins`` module are
-    used, so no name the student bound at top level is looked up.
+    The runner was set up by `levers.grading.guard.install` before the first student cell, with
+    the builtins of that moment; the probe's source travels compressed, and the runner keeps no
+    frame local holding it while the student's code runs.
     """
-    return ("import builtins as __levers_builtins\n"
-            "__levers_runner = {'__builtins__': __levers_builtins, '__name__': '__levers__'}\n"
-            f"__levers_builtins.exec({PROBE_RUNNER!r}, __levers_runner)\n"
-            f"__levers_runner['send']({source!r}, {seed!r}, {marker!r}, "
-            f"__levers_builtins.globals(), {PROBE_MIME!r})\n")
+    packed = base64.b64encode(zlib.compress(source.encode())).decode()
+    return ("import levers.grading.guard as __levers_guard\n"
+            f"__levers_guard.RUNNER['send']({packed!r}, {seed!r}, {marker!r}, "
+            f"__levers_guard._B['globals'](), {PROBE_MIME!r}, {list(ops)!r}, "
+            f"{list(dtypes)!r})\n")
 
 
 class ProbeDataError(ValueError):
@@ -173,13 +208,22 @@ def parse_reply(text: str, marker: str) -> dict:
         raise ProbeDataError("the probe result is not JSON") from exc
     if not isinstance(reply, dict) or reply.get("ok") not in (True, False):
         raise ProbeDataError("the probe result is malformed")
+    rules: dict[str, object] = {}  # what the run-time rules saw (`levers.grading.guard`)
+    if isinstance(reply.get("violations"), list) and reply["violations"]:
+        rules["violations"] = [str(v)[:200] for v in reply["violations"]][:10]
+    if reply.get("removed"):
+        rules["removed"] = str(reply["removed"])[:200]
     if reply["ok"]:
-        return {"ok": True, "value": decode(reply.get("value"))}
-    return {"ok": False, "error": str(reply.get("error", ""))[:500]}
+        return {"ok": True, "value": decode(reply.get("value")), **rules}
+    return {"ok": False, "error": str(reply.get("error", ""))[:500], **rules}
 
 
-def compare(got: object, want: object, rtol: float, atol: float, path: str = "value") -> list[str]:
+def compare(got: object, want: object, rtol: float, atol: float, path: str = "value",
+            hide: bool = False) -> list[str]:
     """Differences between a student's decoded value and the reference's; empty when equal.
+
+    With ``hide`` a difference names where and what kind (type, shape, length, keys, how many
+    entries), and the student's own number, never the reference's value.
 
     Examples
     --------
@@ -193,22 +237,31 @@ def compare(got: object, want: object, rtol: float, atol: float, path: str = "va
     if isinstance(want, dict):
         if set(got) != set(want):
             return [f"{path}: expected keys {sorted(want)}, got {sorted(got)}"]
-        return [d for k in want for d in compare(got[k], want[k], rtol, atol, f"{path}[{k!r}]")]
+        return [d for k in want for d in compare(got[k], want[k], rtol, atol, f"{path}[{k!r}]",
+                                                 hide)]
     if isinstance(want, list | tuple):
         if len(got) != len(want):
             return [f"{path}: expected length {len(want)}, got {len(got)}"]
         return [d for i, (g, w) in enumerate(zip(got, want, strict=True))
-                for d in compare(g, w, rtol, atol, f"{path}[{i}]")]
+                for d in compare(g, w, rtol, atol, f"{path}[{i}]", hide)]
     if isinstance(want, float):
         same = (math.isnan(got) and math.isnan(want)) or math.isclose(
             got, want, rel_tol=rtol, abs_tol=atol)
-        return [] if same else [f"{path}: expected {want!r}, got {got!r}"]
+        return [] if same else [f"{path}: got {got!r}, not the reference value" if hide
+                                else f"{path}: expected {want!r}, got {got!r}"]
     if isinstance(want, Array):
-        return _compare_arrays(got, want, rtol, atol, path)
-    return [] if got == want else [f"{path}: expected {_short(want)}, got {_short(got)}"]
+        return _compare_arrays(got, want, rtol, atol, path, hide)
+    if got == want:
+        return []
+    if hide:
+        return [f"{path}: got " + (_short(got) if isinstance(got, int | bool | None)
+                                   else f"a different {type(got).__name__}")
+                + ", not the reference value"]
+    return [f"{path}: expected {_short(want)}, got {_short(got)}"]
 
 
-def _compare_arrays(got: Array, want: Array, rtol: float, atol: float, path: str) -> list[str]:
+def _compare_arrays(got: Array, want: Array, rtol: float, atol: float, path: str,
+                    hide: bool = False) -> list[str]:
     if (got.kind, got.dtype) != (want.kind, want.dtype):
         return [f"{path}: expected {want.kind} of {want.dtype}, got {got.kind} of {got.dtype}"]
     if got.data.shape != want.data.shape:
@@ -222,8 +275,10 @@ def _compare_arrays(got: Array, want: Array, rtol: float, atol: float, path: str
         return []
     bad = int(np.size(ok) - np.count_nonzero(ok))
     first = tuple(int(i) for i in np.argwhere(~np.asarray(ok))[0]) if np.ndim(ok) else ()
-    return [f"{path}: {bad} of {np.size(ok)} entries differ; first at index {list(first)}: "
-            f"expected {_short(w[first].item())}, got {_short(g[first].item())}"]
+    head = f"{path}: {bad} of {np.size(ok)} entries differ; first at index {list(first)}: "
+    if hide:
+        return [head + f"got {_short(g[first].item())}"]
+    return [head + f"expected {_short(w[first].item())}, got {_short(g[first].item())}"]
 
 
 def _kind(v: object) -> str:
