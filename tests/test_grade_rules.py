@@ -145,3 +145,23 @@ def test_malformed_rules_are_a_lab_error(tmp_path):
         nbformat.write(nb, path)
         with pytest.raises(LabError, match=says):
             read_solution(path)
+
+
+def test_a_withheld_function_runs_when_the_library_calls_it():
+    """Lab 5's experiment calls policy.apply, which serializes through huffman.code_lengths:
+    the stub lets a call from the library's own code through and refuses the student's."""
+    import levers
+    from levers.grading import guard
+
+    stub = guard._stub("levers.huffman.code_lengths", lambda counts: {"ok": counts})
+    with pytest.raises(guard.Withheld, match="not available in this graded lab"):
+        stub(1)  # called from here: neither the library nor an instructor cell
+    inside = str(Path(levers.__file__).parent / "policy.py")
+    grading = str(Path(levers.__file__).parent / "grading" / "policy.py")
+    code = compile("def call(f):\n    return f(2)\n", inside, "exec")
+    scope: dict = {}
+    exec(code, scope)
+    assert scope["call"](stub) == {"ok": 2}
+    exec(compile("def call(f):\n    return f(3)\n", grading, "exec"), scope)
+    with pytest.raises(guard.Withheld):
+        scope["call"](stub)  # the grader's own modules are not the course library
