@@ -219,8 +219,8 @@ def kernel_report(models: Mapping[K, nn.Module], x: torch.Tensor) -> dict[str, o
     Examples
     --------
     >>> r = kernel_report({"linear": torch.nn.Linear(4, 2)}, torch.ones(3, 4))
-    >>> r["ops"]["linear"][0]
-    'aten::addmm'
+    >>> all(op.startswith("aten::") for op in r["ops"]["linear"])  # slowest first
+    True
     """
     _check_models(models)
     check_weight(x, "x")

@@ -134,7 +134,7 @@ def test_public_only_previews_the_public_part_against_the_student_version(tmp_pa
     assert [t["name"] for t in report["tests"]] == ["q1 public test", "q2 public test",
                                                      "q3 public test"]
     assert report["score"] == 2.0  # q1's public test fails on the tie; q2 and q3 pass
-    assert report["output"] == "Score 2 / 3."  # no probe seed: no probe ran
+    assert report["output"] == "**Score 2 / 3**."  # no probe seed: no probe ran
 
 
 def test_public_only_says_nothing_of_hidden_checks(tmp_path):

@@ -109,7 +109,7 @@ def test_chinese_pages_and_the_switch_in_chromium(site: tuple[str, Path]) -> Non
         context.route("**/*", local_only)
         for name in zh_pages:
             shot = shots / ("zh_" + name.replace("/", "_") + ".png") if shots else None
-            found, _ = visit(context, f"{base}/{name}", shot)
+            found = visit(context, f"{base}/{name}", shot).found
             if found:
                 problems[name] = found
         page = context.new_page()
