@@ -11,8 +11,7 @@ One build per test session (`built_book`), shared by all tests here:
   reader's layout: no code block or cell output scrolls sideways (``scrollWidth`` ≤
   ``clientWidth``; the failure names the page, the cell and its first line), every image has alt
   text, every figure has a caption (a MyST figure's, or an italic paragraph right under the
-  cell). Pages in `NOT_YET_CONVERTED` skip the layout checks, each with its reason listed by
-  `test_not_yet_converted`;
+  cell), on every page without exception;
 - `test_figures_in_dark_mode`: a chapter in the theme's dark mode, screenshotted: its figures
   keep a light backdrop on the dark page;
 - `test_pdf_edition`: ``make pdf``'s build (XeLaTeX) gives one PDF holding every chapter's title,
@@ -64,15 +63,6 @@ LOCAL_HOST = "127.0.0.1"
 REMOTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])([^'")\s]+)""", re.IGNORECASE)
-# Pages whose code and outputs are still being rewrapped to the column (issue 18) skip the layout
-# checks (code and outputs fit at 1280 px, alt text, captions); everything else is checked on
-# them too. A page name ending in "-" stands for the page whose file starts so. Empty this once
-# those pages are converted: test_not_yet_converted fails for a listed page that passes.
-NOT_YET_CONVERTED = {
-    "labs/lab01-precision.html": "labs are generated from solutions/, rewrapped separately",
-    "labs/lab03-compression.html": "labs are generated from solutions/, rewrapped separately",
-    "labs/lab06-mathematics.html": "labs are generated from solutions/, rewrapped separately",
-}
 WIDTH = 1280  # the desktop width the layout checks run at
 
 
@@ -389,17 +379,6 @@ def visit(context: BrowserContext, url: str, screenshot: Path | None) -> Visit:
     return Visit(found, layout, bool(seen["math"]))
 
 
-def listed_as(listed: str, name: str) -> bool:
-    """Whether the allow-list entry `listed` names page `name`."""
-    return name == listed or (listed.endswith("-") and name.startswith(listed))
-
-
-def not_yet_converted(name: str) -> str | None:
-    """The reason page `name` skips the layout checks, or None if it takes them."""
-    return next((why for listed, why in NOT_YET_CONVERTED.items() if listed_as(listed, name)),
-                None)
-
-
 def local_only(route: Route, request: Request) -> None:
     """Never let a page reach the network, even when the test is about to fail."""
     target = urlparse(request.url)
@@ -437,7 +416,7 @@ def browsed(built_book: Build, site: str) -> dict[str, Visit]:
 @pytest.mark.browser
 def test_every_page_in_chromium(browsed: dict[str, Visit]) -> None:
     problems = {
-        name: v.found + ([] if not_yet_converted(name) else v.layout)
+        name: v.found + v.layout
         for name, v in browsed.items()
     }
     problems = {name: found for name, found in problems.items() if found}
@@ -453,22 +432,6 @@ def test_every_page_in_chromium(browsed: dict[str, Visit]) -> None:
     for chapter in ("chapters/03-compression.html", "labs/lab03-compression.html",
                     "chapters/05-hybrid.html", "labs/lab05-hybrid.html"):
         assert chapter in math_pages, f"{chapter} has no typeset math"
-
-
-@pytest.mark.book
-@pytest.mark.browser
-@pytest.mark.parametrize("listed", sorted(NOT_YET_CONVERTED))
-def test_not_yet_converted(browsed: dict[str, Visit], listed: str) -> None:
-    """Each page of the allow-list skips, with its reason; one that passes must leave the list."""
-    reason = NOT_YET_CONVERTED[listed]
-    pages = [name for name in browsed if listed_as(listed, name)]
-    if not pages:
-        pytest.skip(f"{listed}: not in this build ({reason})")
-    failing = {name: browsed[name].layout for name in pages if browsed[name].layout}
-    assert failing, f"{pages} pass the layout checks now: remove {listed!r} from NOT_YET_CONVERTED"
-    first = next(iter(failing.values()))
-    pytest.skip(f"{listed}: layout checks skipped ({reason}); {len(first)} problems, "
-                f"e.g. {first[0]}")
 
 
 # Runs in the page: the luminance of the page background, and the box of its first figure.
