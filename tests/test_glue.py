@@ -1,6 +1,8 @@
 """levers.book: glued values hold the precision that is meaningful, in every stored notebook."""
 
 import math
+import re
+from fractions import Fraction
 from pathlib import Path
 
 import nbformat
@@ -96,3 +98,53 @@ def test_the_digit_scan_sees_the_values_chapters_glue() -> None:
     chapters = [p for p in NOTEBOOKS if p.parent.name == "chapters"]
     counts = [len(glued_values(nbformat.read(p, as_version=4))) for p in chapters]
     assert all(n > 0 for n in counts), dict(zip([p.name for p in chapters], counts, strict=True))
+
+
+# A float literal in printed text: 0.5, .5, 1e-05, -3.2e+07 (not part of a name or a version).
+FLOAT = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][-+]?\d+)?(?![\w.])")
+# Cells whose lesson is the exact value a format stores: they print it to ten or twelve digits on
+# purpose, and IEEE rounding makes those digits the same on every CPU.
+EXACT_VALUE_CELLS = {("chapters/01-precision.ipynb", "cell-16"),  # 0.1 stored in each format
+                     ("chapters/01-precision.ipynb", "cell-20")}  # ties and subnormals in fp16
+
+
+def printed_texts(cell: nbformat.NotebookNode) -> list[str]:
+    """The text a reader sees of `cell`'s stored outputs: streams and text/plain results."""
+    texts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            texts.append(out.get("text", ""))
+        elif out.get("output_type") in ("execute_result", "display_data"):
+            texts.append(out.get("data", {}).get("text/plain", ""))
+    return ["".join(t) if isinstance(t, list) else t for t in texts]
+
+
+def long_floats(text: str) -> list[str]:
+    """The float literals of `text` with more than six significant digits, except exact binary
+    fractions (1.00390625 = 1 + 2⁻⁸ prints the same everywhere)."""
+    return [m.group() for m in FLOAT.finditer(text)
+            if (book.significant_digits(m.group()) or 0) > book.DIGITS
+            and Fraction(m.group()).denominator & (Fraction(m.group()).denominator - 1)]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("1.1102230246251565e-15", ["1.1102230246251565e-15"]),
+    ("max |Δx| = 6.9e-08, acc 92.3 %, 0.30000000000000004", ["0.30000000000000004"]),
+    ("np.float64(0.13897029031065955)", ["0.13897029031065955"]),
+    ("tie +1.00390625 -> +1.00000000", []),  # exact binary fractions
+    ("levers 0.1.0, 266,610 parameters, fc1.weight 123.456", []),
+])
+def test_long_float_scan(text, want) -> None:
+    assert long_floats(text) == want
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.name}" for p in NOTEBOOKS])
+def test_stored_outputs_print_no_float_with_more_than_six_digits(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    page = f"{path.parent.name}/{path.name}"
+    found = [f"{page} cell {i} ({cell.get('id')}): {', '.join(floats)}"
+             for i, cell in enumerate(nb.cells) if (page, cell.get("id")) not in EXACT_VALUE_CELLS
+             for floats in map(long_floats, printed_texts(cell)) if floats]
+    assert not found, ("stored outputs print floats with more than six significant digits; "
+                       "a last-bit difference on another CPU would fail nbval (format them, or "
+                       "end the cell with a statement):\n" + "\n".join(found))
