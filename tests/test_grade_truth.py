@@ -165,3 +165,45 @@ def test_lab1_honest_names_and_float32_work_keep_full_marks(tmp_path):
     _, out = grade(tmp_path, LAB1, path, extra=("--timeout", "60"))
     report = results(out, "honest_names")
     assert by_question(report) == {"q1": 3, "q2": 3, "q3": 3, "q4": 3, "q5": 3}, report["output"]
+
+
+LAB3 = ROOT / "solutions" / "lab03-compression.ipynb"
+# Lab 3 Q5 answered by a one-shot prune to 97 % without fine-tuning (far more than a point below
+# the dense model), with `Tensor.argmax` patched so that any accuracy computed in the student's
+# kernel, by the public test or by a probe, says the model is perfect.
+LYING_EXPERIMENT = '''pruned = copy.deepcopy(model)
+with torch.no_grad():
+    for i in (1, 2, 3):
+        w = pruned.get_parameter(f"fc{i}.weight")
+        cut = w.abs().flatten().kthvalue(int(0.97 * w.numel())).values
+        w[w.abs() <= cut] = 0.0
+_argmax = torch.Tensor.argmax
+
+
+def _lying_argmax(self, *args, **kwargs):
+    if self.dim() == 2 and tuple(self.shape) == (len(split.y_test), 10):
+        return split.y_test.clone()
+    return _argmax(self, *args, **kwargs)
+
+
+torch.Tensor.argmax = _lying_argmax
+weights = torch.cat([pruned.get_parameter(f"fc{i}.weight").flatten() for i in (1, 2, 3)])
+pruned_sparsity = float((weights == 0).float().mean())
+pruned_accuracy = lv.train.evaluate(pruned, split.x_test, split.y_test)
+'''
+
+
+def test_an_experiment_is_measured_by_the_grader_not_by_the_students_kernel(tmp_path):
+    nb = nbformat.read(LAB3, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")
+                == "q5-experiment-solution")
+    cell.source = LYING_EXPERIMENT
+    path = tmp_path / "lying_experiment.ipynb"
+    nbformat.write(nb, path)
+    _, out = grade(tmp_path, LAB3, path, extra=("--timeout", "300"))
+    report = results(out, "lying_experiment")
+    assert by_question(report) == {"q1": 3, "q2": 3, "q3": 3, "q4": 3, "q5": 0}, report["output"]
+    public = next(t for t in report["tests"] if t["name"].startswith("q5 public"))
+    assert "the hidden check found the answer wrong" in public["output"]  # it passed in-kernel
+    hidden = next(t for t in report["tests"] if t["name"].startswith("q5 hidden"))
+    assert "shortfall_beyond_drop" in hidden["output"], hidden["output"]

@@ -359,6 +359,8 @@ def _same(a, b):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, _torch.Tensor):
         return a.dtype == b.dtype and _torch.equal(a, b)
+    if isinstance(a, _np.ndarray):
+        return a.dtype == b.dtype and _np.array_equal(a, b)
     return a == b
 '''
 CALL_PROBE = '''

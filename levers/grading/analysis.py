@@ -17,6 +17,7 @@ import pickle
 import resource
 import signal
 import tempfile
+import traceback
 from pathlib import Path
 
 from levers.grading.assemble import Assembled
@@ -88,6 +89,8 @@ async def analyse(lab: Lab, assembled: Assembled, ran: Execution, ref: dict[str,
             status = 0
         except MemoryError:
             status = 3
+        except BaseException:  # the grader's own fault: say where, for the instructor
+            traceback.print_exc()
         finally:
             os._exit(status)
     waiting = asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)

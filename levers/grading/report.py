@@ -116,7 +116,8 @@ PUBLISHED = ("Hidden checks, and with them your total score, appear when your in
 def leaderboard(report: Report, lab: Lab) -> list[dict]:
     """Gradescope leaderboard entries: the measured accuracies of passed experiment questions.
 
-    An entry per top-level float value, named ``...accuracy...``, of a hidden check's probe
+    For an experiment the grader measured (``measure``), the numbers it measured; otherwise an
+    entry per top-level float value, named ``...accuracy...``, of a hidden check's probe
     result, or per key the check's ``metadata.levers.leaderboard`` lists; only from a check
     that passed, so a typed-in number never reaches the board.
 
@@ -132,6 +133,10 @@ def leaderboard(report: Report, lab: Lab) -> list[dict]:
     entries = []
     for c in report.checks:
         if c.kind != "hidden" or c.status != "passed":
+            continue
+        if c.measured:  # an experiment the grader measured itself
+            entries += [{"name": f"{c.question} {k}".replace("_", " "), "value": round(v, 4),
+                         "order": order} for k, (v, order) in c.measured.items()]
             continue
         value = report.execution.probes.get(c.grade_id, {}).get("value")
         if not isinstance(value, dict):

@@ -10,7 +10,9 @@ Rules, per question:
   is reported as a note, since a name (``half``, ``qmodel``, ``calibrate``) is not a use;
 - a hidden check scores its points when the student's probe values equal the reference's
   (type-strict, with the check's tolerances); with ``partial`` it scores the fraction of
-  top-level keys that agree;
+  top-level keys that agree. An experiment's check (``measure``) compares, instead of what the
+  kernel sent, what the grader measures from it here (`levers.grading.measure`): the weights or
+  bytes loaded into the grader's own model, run on the grader's own test set;
 - a public test cell scores its points when it ran without an exception **and** the question's
   hidden check passed in full. The student's kernel judged the public test, and that kernel is
   theirs: a patched ``torch.allclose``, an object whose ``__eq__`` always says yes, or a function
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from levers.grading.assemble import Assembled
 from levers.grading.execute import Execution
+from levers.grading.measure import MeasureError, measure
 from levers.grading.spec import Lab, grade_id, rules_text
 from levers.grading.static import Finding, forbidden_uses
 from levers.grading.values import compare
@@ -45,6 +48,9 @@ class CheckResult:
     max_score: float
     status: str  # "passed", "failed" or "error"
     message: str
+    #: An experiment's numbers as the grader measured them, for the leaderboard:
+    #: ``{name: (value, "desc"|"asc")}`` (`levers.grading.measure`).
+    measured: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -97,10 +103,19 @@ def broken_rules(q, probes: dict[str, dict]) -> str:  # noqa: ANN001
     return ""
 
 
-def _hidden(check, probe: dict, want: dict) -> tuple[float, str, str]:  # noqa: ANN001
+def _hidden(check, probe: dict, want: dict,  # noqa: ANN001
+            board: dict | None = None) -> tuple[float, str, str]:
     if not probe.get("ok"):
         return 0.0, "error", f"The hidden check could not finish: {probe.get('error')}"
     got = probe["value"]
+    if check.measure is not None:  # an experiment: the grader measures what the probe moved out
+        want, _ = measure(check.measure, want)
+        try:
+            got, measured = measure(check.measure, got)
+        except MeasureError as exc:
+            return 0.0, "failed", f"The grader could not measure your experiment: {exc}"
+        if board is not None:
+            board.update(measured)
     if check.partial and isinstance(got, dict) and isinstance(want, dict) and want:
         right = [k for k in want if k in got and not compare(got[k], want[k], check.rtol,
                                                             check.atol, k, hide=True)]
@@ -175,13 +190,14 @@ def score(lab: Lab, assembled: Assembled, execution: Execution, reference: dict[
             report.checks += [CheckResult(c.grade_id, c.kind, q.name, 0.0, c.points, "failed",
                                           why) for c in q.checks]
             continue
+        boards: dict[str, dict] = {c.grade_id: {} for c in q.checks}
         hidden = {c.grade_id: _hidden(c, execution.probes.get(c.grade_id, {}),
-                                      reference[c.grade_id])
+                                      reference[c.grade_id], boards[c.grade_id])
                   for c in q.checks if c.kind == "hidden"}
         confirmed = all(status == "passed" for _, status, _ in hidden.values())
         for c in q.checks:
             pts, status, msg = (hidden[c.grade_id] if c.kind == "hidden" else
                                 _public(c, execution.cells[index[c.grade_id]], confirmed))
             report.checks.append(CheckResult(c.grade_id, c.kind, q.name, pts, c.points, status,
-                                             msg))
+                                             msg, measured=boards[c.grade_id]))
     return report

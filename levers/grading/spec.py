@@ -14,7 +14,8 @@ TESTS``). ``metadata.levers`` carries the grader's extras:
   may produce then); ``forbidden`` (names) is still read, for a note that scores nothing;
 - ``rtol``/``atol``/``partial`` on a hidden cell, and ``in_place`` (run the probe right after
   its own cell, on the state the question's cells left: for experiments, which later scratch
-  cells must not change);
+  cells must not change), and ``measure`` (the grader's own measurement of what the probe
+  moved out, `levers.grading.measure`: experiments return weights or bytes, never verdicts);
 - ``files`` (paths the lab needs in its working directory) and ``withheld`` (for the whole lab)
   on the notebook.
 
@@ -29,12 +30,13 @@ import builtins
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from levers.grading.labs import HIDDEN_STUB as HIDDEN_PLACEHOLDER  # what students see
+from levers.grading.measure import check_measure
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 HIDDEN_END = "### END HIDDEN TESTS"
@@ -64,6 +66,7 @@ class Check:
     atol: float = DEFAULT_ATOL
     partial: bool = False
     in_place: bool = False  # run right after its own cell, not after the last one
+    measure: dict | None = field(default=None, hash=False)  # `levers.grading.measure` spec
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,15 @@ def hidden_probe(source: str, gid: str) -> str:
     return body
 
 
+def _measure(spec: object, gid: str) -> dict | None:
+    if spec is None:
+        return None
+    try:
+        return check_measure(spec, f"hidden check {gid!r}")
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+
+
 def _check(cell: dict, gid: str) -> Check:
     meta = nbgrader(cell)
     extra = cell.get("metadata", {}).get("levers", {})
@@ -216,6 +228,7 @@ def _check(cell: dict, gid: str) -> Check:
             atol=float(extra.get("atol", DEFAULT_ATOL)),
             partial=bool(extra.get("partial", False)),
             in_place=bool(extra.get("in_place", False)),
+            measure=_measure(extra.get("measure"), gid),
         )
     return Check(gid, "public", float(points), source)
 
