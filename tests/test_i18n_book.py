@@ -20,10 +20,17 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
-from test_book import CHROMIUM, CHROMIUM_ARGS, LOCAL_HOST, chromium_or_skip, html_pages, visit
+from test_book import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LOCAL_HOST,
+    chromium_or_skip,
+    html_pages,
+    local_only,
+    visit,
+)
 
 from levers import i18n
 
@@ -87,7 +94,7 @@ def test_translated_pages_are_chinese(site: tuple[str, Path]) -> None:
 @pytest.mark.browser
 def test_chinese_pages_and_the_switch_in_chromium(site: tuple[str, Path]) -> None:
     chromium_or_skip()
-    from playwright.sync_api import Request, Route, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     base, html = site
     shots = Path(os.environ["BOOK_SCREENSHOTS"]) if os.environ.get("BOOK_SCREENSHOTS") else None
@@ -98,14 +105,6 @@ def test_chinese_pages_and_the_switch_in_chromium(site: tuple[str, Path]) -> Non
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                      args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
-
-        def local_only(route: Route, request: Request) -> None:
-            target = urlparse(request.url)
-            if target.scheme in ("data", "blob", "about") or target.hostname == LOCAL_HOST:
-                route.continue_()
-            else:
-                route.abort()
-
         context.route("**/*", local_only)
         for name in zh_pages:
             shot = shots / ("zh_" + name.replace("/", "_") + ".png") if shots else None

@@ -393,23 +393,23 @@ class observe:  # noqa: N801 - used as a context manager, like `open`
         sys.setprofile(self._profile)
         return self
 
+    def _leave(self, mode: object, stack: object, before: list[int], what: str) -> None:
+        """Exit `mode` if it is still on top of `stack`; note a stack that changed."""
+        now = [id(m) for m in stack()]
+        if now != before and not self.removed:
+            self.removed = f"PyTorch's {what} was changed"
+        if now and now[-1] == id(mode):
+            mode.__exit__(None, None, None)
+
     def __exit__(self, *exc: object) -> None:
         hook = sys.getprofile()
         sys.setprofile(self._old)
         if hook != self._profile and not self.removed:
             self.removed = "the profile hook was replaced"
-        if self._mode is not None:
-            now = [id(m) for m in self._stack()]
-            if now != self._before and not self.removed:
-                self.removed = "PyTorch's mode stack was changed"
-            if now and now[-1] == id(self._mode):
-                self._mode.__exit__(None, None, None)
+        if self._mode is not None:  # leave in the reverse order of entering
+            self._leave(self._mode, self._stack, self._before, "mode stack")
         if self._fmode is not None:
-            now = [id(m) for m in self._fstack()]
-            if now != self._fbefore and not self.removed:
-                self.removed = "PyTorch's function mode stack was changed"
-            if now and now[-1] == id(self._fmode):
-                self._fmode.__exit__(None, None, None)
+            self._leave(self._fmode, self._fstack, self._fbefore, "function mode stack")
         if len(_STATE["tamper"]) > self._tamper and not self.removed:
             self.removed = f"a call to {_STATE['tamper'][-1]}"
         if _STATE["tamper"] and not self.removed:  # used in a cell, before this probe
