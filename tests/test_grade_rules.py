@@ -19,7 +19,7 @@ ROOT = Path(__file__).parent.parent
 CASES = r'''
 import json, sys, importlib
 import levers.grading.guard as g
-g.install(["levers.formats", "levers.metrics.confusion_matrix"])
+g.install(["levers.formats", "levers.metrics.confusion_matrix", "ml_dtypes"])
 import levers as lv, torch
 x = torch.randn(8)
 def run(ops, dtypes, body):
@@ -42,6 +42,10 @@ def stub_by_locate():
     import pydoc
     pydoc.locate("levers.for" + "mats.round_to_format")(x, "bf16")
 def reload(): importlib.reload(lv.formats).round_to_format(x, "bf16")
+def blocked():  # a package withheld whole: not even its dtypes
+    import numpy as np
+    np.float32(1.0).astype(importlib.import_module("ml_" + "dtypes").float4_e2m1fn)
+def blocked_submodule(): importlib.import_module("ml_dtypes._finfo")
 def csr(): torch.eye(3).to_sparse_csr()
 def fq(): torch.fake_quantize_per_tensor_affine(x, 0.1, 0, -128, 127)
 def kl(): torch.nn.functional.kl_div(x.log_softmax(0), x.softmax(0), reduction="sum")
@@ -62,7 +66,8 @@ out = {
     "cast_by_string": run(*bf, cast_by_string), "autocast": run(*bf, autocast),
     "honest_bits": run(*bf, honest_bits), "honest_print": run(*bf, honest_print),
     "stub": run([], [], stub), "stub_by_locate": run([], [], stub_by_locate),
-    "reload": run([], [], reload),
+    "reload": run([], [], reload), "blocked": run([], [], blocked),
+    "blocked_submodule": run([], [], blocked_submodule),
     "csr": run(["aten._to_sparse*"], [], csr), "fq": run(["aten.fake_quantize_per_*"], [], fq),
     "kl": run(["torch.nn.functional.kl_div"], [], kl),
     "backward": run(["torch.Tensor.backward", "torch.autograd.backward"], [], backward),
@@ -102,7 +107,7 @@ def test_honest_operations_break_no_rule(observed, case):
     assert observed[case] == {"violations": [], "removed": "", "error": ""}
 
 
-@pytest.mark.parametrize("case", ["stub", "stub_by_locate"])
+@pytest.mark.parametrize("case", ["stub", "stub_by_locate", "blocked", "blocked_submodule"])
 def test_a_withheld_function_raises_by_any_name(observed, case):
     assert observed[case]["error"] == "Withheld"
 

@@ -9,6 +9,9 @@ before any cell of the submission, and does three things:
   public function of a withheld module such as ``levers.metrics``) by a stub that raises
   `Withheld`, in every loaded module that holds it, so ``lv.formats.round_to_format``, ``from
   levers.formats import round_to_format`` or ``pydoc.locate(...)`` all reach the stub;
+- makes a withheld top-level package other than ``levers`` (``ml_dtypes``: its dtypes, not
+  only its functions, would do the question's work) not importable at all, with the same
+  `Withheld` message;
 - wraps the few PyTorch entry points that switch the dispatcher's Python hooks off
   (``torch._C._DisableTorchDispatch``...) so that any use outside PyTorch's own code is logged.
 
@@ -37,6 +40,7 @@ INSTRUCTOR: set[str] = set()  # file names IPython gives the instructor's cells
 _LIBRARY: tuple[str, ...] = ()
 _STDLIB: tuple[str, ...] = ()
 _LATER: dict[str, list[str]] = {}  # top-level package -> entries withheld once it is imported
+_BLOCKED: set[str] = set()  # top-level packages the graded kernel refuses to import
 RUNNER: dict = {}  # the probe runner (`levers.grading.values.PROBE_RUNNER`), set up by install
 # C functions that take the observer away; flagged when reached from outside PyTorch.
 TAMPER_C = frozenset({"setprofile", "settrace", "_pop_torch_dispatch_mode",
@@ -165,17 +169,20 @@ def install(withheld: list[str], instructor: list[int] = ()) -> list[str]:  # no
     targets: dict[int, tuple[str, object]] = {}
     for entry in withheld:
         top = entry.split(".", 1)[0]
-        if top in sys.modules or top == "levers":
+        if entry == top and top != "levers" and top not in sys.modules:
+            _BLOCKED.add(top)  # a whole package: not importable, not even its types
+        elif top in sys.modules or top == "levers":
             targets.update(_targets(entry))
         else:  # e.g. sklearn: stubbed when the student imports it, not imported here
             _LATER.setdefault(top, []).append(entry)
-    if _LATER and not any(isinstance(f, _Later) for f in sys.meta_path):
+    if (_LATER or _BLOCKED) and not any(isinstance(f, _Later) for f in sys.meta_path):
         sys.meta_path.insert(0, _Later())
     _withhold(targets)
     _guard_torch()
     setup_runner()
     return sorted(name for name, _ in targets.values()) + sorted(
-        f"{e} (when imported)" for v in _LATER.values() for e in v)
+        f"{e} (when imported)" for v in _LATER.values() for e in v) + sorted(
+        f"{b} (not importable)" for b in _BLOCKED)
 
 
 def setup_runner() -> dict:
@@ -191,9 +198,13 @@ def setup_runner() -> dict:
 
 
 class _Later:
-    """Withholds functions of a package the moment its top-level module is first imported."""
+    """Withholds functions of a package the moment its top-level module is first imported, and
+    refuses to import a package withheld whole (`_BLOCKED`)."""
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        if name.split(".", 1)[0] in _BLOCKED:
+            raise Withheld(f"{name} is not available in this graded lab: the question asks "
+                           "you to write what it does yourself")
         if name not in _LATER:
             return None
         import importlib.util
