@@ -254,7 +254,7 @@ VALID = {
                                   "rounds": 1, "repeats": 1},
     kernels.kernel_report: lambda: {"models": {"m": MLP}, "x": torch.rand(2, 4)},
     kmeans.lloyd: lambda: {"x": torch.randn(16), "centroids": torch.tensor([-1.0, 1.0]),
-                           "iters": 3},
+                           "iters": 3, "tol": 0.0, "empty": "farthest"},
     kmeans.kmeans_dequantize: lambda: {"codebook": CB},
     metrics.confusion_matrix: lambda: {"y_true": torch.tensor([0, 1]),
                                        "y_pred": torch.tensor([1, 1]), "n_classes": 3},
