@@ -23,7 +23,18 @@ Hook = Callable[[nn.Module], None]
 
 def snapshot_hook(at_step: int, store: dict[str, Tensor]) -> Hook:
     """An ``after_step`` that copies the model's ``state_dict`` into `store` after step
-    `at_step` (``0`` is not a step: take the initial state with `copy.deepcopy` instead)."""
+    `at_step` (``0`` is not a step: take the initial state with `copy.deepcopy` instead).
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> store, model = {}, MLP((2, 1))
+    >>> hook = snapshot_hook(2, store)
+    >>> hook(model); len(store)
+    0
+    >>> hook(model); sorted(store)
+    ['fc1.bias', 'fc1.weight']
+    """
     check_int("at_step", at_step, 1)
     step = 0
 
@@ -41,6 +52,15 @@ def rewind(model: nn.Module, masks: Mapping[str, Tensor], state: Mapping[str, Te
     """Lottery-ticket rewinding, in place: load `state` (θ₀ or an early θ_k), then the masks.
 
     Kept weights take exactly their values in `state`; pruned ones are 0.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> init, ticket = MLP((2, 1)).state_dict(), MLP((2, 1))
+    >>> rewind(ticket, {"fc1.weight": torch.tensor([[True, False]])}, init)
+    >>> w = ticket.fc1.weight.detach()
+    >>> bool(w[0, 0] == init["fc1.weight"][0, 0]), float(w[0, 1])
+    (True, 0.0)
     """
     check_instance("model", model)
     if not isinstance(state, Mapping) or not state:
@@ -55,6 +75,14 @@ def reinit(model: nn.Module, masks: Mapping[str, Tensor], seed: int) -> None:
 
     Every submodule with ``reset_parameters`` is re-initialized (PyTorch's default init) under
     `seed`, then `masks` are applied.
+
+    Examples
+    --------
+    >>> from levers.models import MLP
+    >>> control = MLP((2, 1))
+    >>> reinit(control, {"fc1.weight": torch.tensor([[True, False]])}, seed=0)
+    >>> float(control.fc1.weight.detach()[0, 1])
+    0.0
     """
     check_instance("model", model)
     check_int("seed", seed, 0)

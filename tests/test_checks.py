@@ -88,7 +88,7 @@ VALID = {
                                      "method": "stochastic", "generator": torch.Generator()},
     float32.fields: lambda: {"x": torch.randn(4)},
     float32.pow2: lambda: {"k": torch.tensor([-3, 0, 2])},
-    bench.peak: lambda: {"cpuinfo": "flags : avx2\ncpu MHz : 1000", "units": 2},
+    cost.peak: lambda: {"cpuinfo": "flags : avx2\ncpu MHz : 1000", "units": 2},
     clipping.mse_parts: lambda: {"alpha": 2.0, "bits": 4, "dist": "laplace",
                                  "quantizer": "midrise"},
     clipping.clip_mse: lambda: {"alpha": 2.0, "bits": 4, "dist": "gaussian",
@@ -392,7 +392,7 @@ def test_every_public_function_is_in_the_table_or_excused():
 def _is_plain_container(obj) -> bool:
     """Results and models built by the library itself (Timing, Split, Codebook, LeNet5, …)."""
     return inspect.isclass(obj) and obj not in VALID and not inspect.signature(obj).parameters \
-        or obj in (bench.Timing, bench.Peak, policy.Compressed, levers.data.Split, kmeans.Codebook,
+        or obj in (bench.Timing, cost.Peak, policy.Compressed, levers.data.Split, kmeans.Codebook,
                    metrics.ClassReport, train.History, integer.IntLinear, integer.IntMLP,
                    mixed.MixedHistory)
 

@@ -1,4 +1,5 @@
-"""Tests of levers.compress (criteria, schedules, masks through training, lottery tickets) and
+"""Tests of levers.compress (criteria, schedules, masks through training), levers.lottery
+(snapshots, rewinding, re-initialization; they share this file's small model and data) and
 levers.regularize's neuron group lasso (penalty, block soft-threshold, shrinking)."""
 
 import copy
