@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("accumulate", "bench", "bits", "book", "calibration", "clipping", "compress",
                "cost", "data", "deepcompress", "distill", "encode", "float32", "formats",
-               "grading", "huffman", "integer", "kernels", "kmeans", "metrics", "mixed", "models",
-               "mx", "plot", "policy", "prune", "qmodel", "quant", "regularize", "saliency",
-               "schedule", "share", "train")
+               "grading", "huffman", "integer", "kernels", "kmeans", "lottery", "metrics", "mixed",
+               "models", "mx", "plot", "policy", "prune", "qmodel", "quant", "regularize",
+               "saliency", "schedule", "share", "structured", "structured_formats", "train")
 
 
 def __getattr__(name: str):

@@ -11,7 +11,8 @@ The book also pins its numeric kernels to reproducible, slower code paths (`leve
 timing taken under those pins would not be the reader's machine at its best, so the chapters
 time things through `native`, which runs a function (`compare_models`, or one of the chapters'
 experiments in `levers.kernels`) in a fresh process with the machine's own kernels. What a model
-costs without running it (MACs, bytes moved, energy) is `levers.cost`.
+costs without running it (MACs, bytes moved, energy), and the CPU's peak a measured rate is
+judged against, is `levers.cost`.
 """
 
 from __future__ import annotations
@@ -270,76 +271,3 @@ def break_even(xs: Sequence[float], t_a: Sequence[float], t_b: Sequence[float]) 
     # ratio[i - 1] >= 1 > ratio[i]: the straight line between them crosses 1 once
     share = (ratio[i - 1] - 1) / (ratio[i - 1] - ratio[i])
     return float(xs[i - 1] + share * (xs[i] - xs[i - 1]))
-
-
-MATRIX_FLAGS = ("amx_bf16", "amx_fp16", "amx_int8", "avx512_bf16", "avx512_fp16",
-                "avx512_vnni", "avx_vnni")
-
-
-@dataclass(frozen=True)
-class Peak:
-    """This CPU's fp32 peak on one core, from its vector width and clock.
-
-    ``lanes`` fp32 values per vector instruction (16 with AVX-512, 8 with AVX2, 4 otherwise),
-    × 2 for the fused multiply-add, × ``units`` FMA units per core, × the highest clock the
-    kernel reports. An achieved rate divided by ``gflops`` says how much of the core a kernel
-    uses; a ratio between two kernels can then be judged against that share.
-    """
-
-    lanes: int
-    units: int
-    clock_ghz: float
-    matrix_flags: tuple[str, ...]
-
-    @property
-    def gflops(self) -> float:
-        return self.lanes * 2 * self.units * self.clock_ghz
-
-    def share(self, flops: float, seconds: float) -> float:
-        """Achieved share of the one-core fp32 peak for ``flops`` operations in ``seconds``."""
-        check_real("flops", flops)
-        check_real("seconds", seconds, open_low=True)
-        return flops / seconds / 1e9 / self.gflops
-
-    def __str__(self) -> str:
-        return (f"one core: {self.lanes} fp32 lanes × 2 (FMA) × {self.units} units × "
-                f"{self.clock_ghz:.2f} GHz = {self.gflops:.0f} GFLOP/s peak")
-
-
-def peak(cpuinfo: str | None = None, units: int = 2) -> Peak:
-    """The fp32 peak of one core of this CPU (see `Peak`), read from ``/proc/cpuinfo``.
-
-    Parameters
-    ----------
-    cpuinfo : str, optional
-        The text of ``/proc/cpuinfo`` (read from the machine when None). Without a clock the
-        peak is NaN: the rate is still printed, its share is not.
-    units : int
-        FMA units per core (2 on recent x86 server cores).
-
-    >>> p = peak("flags : fpu avx2 fma\\ncpu MHz : 2000.0\\n")
-    >>> p.lanes, p.gflops
-    (8, 64.0)
-    """
-    check_int("units", units, 1)
-    if cpuinfo is None:
-        from pathlib import Path
-
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.exists() else ""
-    if not isinstance(cpuinfo, str):
-        raise fail("cpuinfo", cpuinfo, "the text of /proc/cpuinfo (a str)")
-    flags: set[str] = set()
-    mhz: list[float] = []
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            flags |= set(value.split())
-        elif key.strip() == "cpu MHz":
-            try:
-                mhz.append(float(value))
-            except ValueError:
-                pass
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    clock = max(mhz) / 1e3 if mhz else math.nan
-    return Peak(lanes, units, clock, tuple(sorted(flags & set(MATRIX_FLAGS))))

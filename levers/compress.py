@@ -1,31 +1,27 @@
 """Compression pipelines: train → prune → fine-tune → repeat, with the masks kept applied.
 
-Masks come from `levers.sparse` (boolean tensors, ``True`` = keep) and stay applied through
-every optimizer step with its `mask_hook`; this module only decides *which* weights to prune
-and *when*:
+Masks come from `levers.prune` (boolean tensors, ``True`` = keep) and stay applied through
+every optimizer step with `levers.schedule.mask_hook`; this module only decides *which*
+weights to prune and *when*:
 
-- importance criteria: magnitude ``|w|``, first-order Taylor ``|w · ∂L/∂w|`` (the loss change
-  a weight's removal predicts) and random;
+- importance criteria: magnitude ``|w|``, first-order Taylor ``|w · ∂L/∂w|``
+  (`levers.prune.taylor_scores`, the loss change a weight's removal predicts) and random;
 - schedules: one-shot (prune once, fine-tune), iterative (prune a fraction of what is left,
   fine-tune, repeat) and gradual (Zhu & Gupta 2017: `levers.schedule.gradual_sparsity`,
-  masks recomputed every ``dt`` optimizer steps during training);
-- lottery-ticket rewinding (Frankle & Carbin 2019; Frankle et al. 2020): put the surviving
-  weights back to their values at initialization or at an early iteration, against a random
-  re-initialization under the same mask.
+  masks recomputed every ``dt`` optimizer steps during training).
 
 Scores are zero for weights that are already exactly zero, so a larger budget always prunes
-a superset of what a smaller one pruned: masks nest, round after round. The structured penalty
-(group lasso) is in `levers.regularize`, distillation in `levers.distill`.
+a superset of what a smaller one pruned: masks nest, round after round. Lottery-ticket
+rewinding is `levers.lottery`, the structured penalty (group lasso) `levers.regularize`,
+distillation `levers.distill`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from levers import prune as P
 from levers import schedule
@@ -35,7 +31,6 @@ from levers._checks import (
     check_generator,
     check_instance,
     check_int,
-    check_labels,
     check_mapping,
     check_tensor,
     fail,
@@ -47,50 +42,6 @@ CRITERIA = ("magnitude", "taylor", "random")
 Hook = Callable[[nn.Module], None]
 
 
-def taylor_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000
-                  ) -> dict[str, Tensor]:
-    """First-order Taylor importance ``|w ⊙ ∂L/∂w|`` of every `levers.sparse.prunable` weight.
-
-    Removing weight ``w`` changes the loss by about ``−w · ∂L/∂w`` (Molchanov et al. 2017,
-    2019); the score is its magnitude, with ``∂L/∂w`` the gradient of the mean cross-entropy
-    over ``(x, y)``. The model's ``.grad`` fields are left untouched.
-
-    Parameters
-    ----------
-    model : nn.Module
-    x, y : Tensor
-        Inputs and int64 labels the gradient is taken over (e.g. the training set).
-    batch_size : int
-        Inputs per forward pass (memory only; the result is the full-set gradient).
-
-    Returns
-    -------
-    dict of str to Tensor
-        Non-negative scores shaped like the weights.
-
-    Examples
-    --------
-    >>> from levers.models import MLP
-    >>> s = taylor_scores(MLP((4, 3)), torch.ones(2, 4), torch.tensor([0, 1]))
-    >>> list(s), s["fc1.weight"].shape
-    (['fc1.weight'], torch.Size([3, 4]))
-    """
-    weights = P.prunable(model)
-    check_tensor("x", x)
-    y = check_labels("y", y)
-    if len(y) != len(x):
-        raise fail("y", y, f"one label per input of x ({len(x)})")
-    check_int("batch_size", batch_size, 1)
-    grads = [torch.zeros_like(w) for w in weights.values()]
-    for i in range(0, len(x), batch_size):
-        loss = F.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size],
-                               reduction="sum") / len(x)
-        for total, g in zip(grads, torch.autograd.grad(loss, list(weights.values())),
-                            strict=True):
-            total += g
-    return {k: (w.detach() * g).abs() for (k, w), g in zip(weights.items(), grads, strict=True)}
-
-
 def importance(model: nn.Module, criterion: str = "magnitude", x: Tensor | None = None,
                y: Tensor | None = None, generator: torch.Generator | None = None
                ) -> dict[str, Tensor]:
@@ -99,8 +50,8 @@ def importance(model: nn.Module, criterion: str = "magnitude", x: Tensor | None 
     Parameters
     ----------
     criterion : {"magnitude", "taylor", "random"}
-        ``|w|``; ``|w · ∂L/∂w|`` over ``(x, y)`` (`taylor_scores`); or uniform random among
-        the weights still alive.
+        ``|w|``; ``|w · ∂L/∂w|`` over ``(x, y)`` (`levers.prune.taylor_scores`);
+        or uniform random among the weights still alive.
     x, y : Tensor, optional
         Data for ``"taylor"``.
     generator : torch.Generator, optional
@@ -125,14 +76,14 @@ def importance(model: nn.Module, criterion: str = "magnitude", x: Tensor | None 
                 for k, w in weights.items()}
     if x is None or y is None:
         raise ValueError("criterion='taylor' needs the data x and y to take the gradient over")
-    return taylor_scores(model, x, y)
+    return P.taylor_scores(model, x, y)
 
 
 def masks_from_scores(scores: Mapping[str, Tensor], amount: float, scope: str = "global"
                       ) -> dict[str, Tensor]:
     """Prune the lowest-scoring fraction `amount`, per tensor or over all of them at once.
 
-    The budget is exact (`levers.sparse.magnitude_mask` / `global_magnitude_masks` on the
+    The budget is exact (`levers.prune.magnitude_mask` / `global_magnitude_masks` on the
     non-negative scores): ``round(amount · n)`` entries.
     """
     check_mapping("scores", scores)
@@ -282,48 +233,3 @@ def gradual(model: nn.Module, split: Split, sparsity: float, epochs: int, t0: in
     after = fit_kwargs.pop("after_step", None)
     history = fit(model, split, epochs=epochs, after_step=chain(after, hook), **fit_kwargs)
     return masks, history
-
-
-def snapshot_hook(at_step: int, store: dict[str, Tensor]) -> Hook:
-    """An ``after_step`` that copies the model's ``state_dict`` into `store` after step
-    `at_step` (``0`` is not a step: take the initial state with `copy.deepcopy` instead)."""
-    check_int("at_step", at_step, 1)
-    step = 0
-
-    def hook(model: nn.Module) -> None:
-        nonlocal step
-        step += 1
-        if step == at_step:
-            store.update(copy.deepcopy(model.state_dict()))
-
-    return hook
-
-
-@torch.no_grad()
-def rewind(model: nn.Module, masks: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
-    """Lottery-ticket rewinding, in place: load `state` (θ₀ or an early θ_k), then the masks.
-
-    Kept weights take exactly their values in `state`; pruned ones are 0.
-    """
-    check_instance("model", model)
-    if not isinstance(state, Mapping) or not state:
-        raise fail("state", state, "a non-empty state_dict (e.g. of the initial model)")
-    model.load_state_dict(state)
-    P.apply_masks(model, masks)
-
-
-@torch.no_grad()
-def reinit(model: nn.Module, masks: Mapping[str, Tensor], seed: int) -> None:
-    """The control for a lottery ticket: fresh random initial values, the same mask, in place.
-
-    Every submodule with ``reset_parameters`` is re-initialized (PyTorch's default init) under
-    `seed`, then `masks` are applied.
-    """
-    check_instance("model", model)
-    check_int("seed", seed, 0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in model.modules():
-            if module is not model and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    P.apply_masks(model, masks)

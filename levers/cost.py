@@ -1,18 +1,22 @@
-"""What a model costs without running it: multiply-accumulates, bytes moved, energy.
+"""What a model costs without running it, and what the machine could give it at most.
 
 Counts come from the layers' shapes (one forward pass with hooks finds them), so they are exact
-and machine-independent; energy is an estimate from per-operation costs at 45 nm (Horowitz,
-ISSCC 2014). Measured time is `levers.bench`.
+and machine-independent: multiply-accumulates (`macs`) and bytes moved (`bytes_moved`); energy
+is an estimate from per-operation costs at 45 nm (Horowitz, ISSCC 2014). `peak` is the other
+side of the ledger: one core's fp32 peak, from its vector width and clock as ``/proc/cpuinfo``
+reports them, against which a measured rate is judged. Measured time is `levers.bench`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from levers._checks import check_choice, check_instance, check_int, fail
+from levers._checks import check_choice, check_instance, check_int, check_real, fail
 
 #: Energy per operation at 45 nm, 0.9 V, in picojoules (Horowitz, ISSCC 2014).
 ENERGY_PJ: dict[str, float] = {
@@ -156,3 +160,76 @@ def bytes_moved(model: nn.Module, input_shape: tuple[int, ...], weight_bits: int
     weights = sum((n * weight_bits + 7) // 8 for n, _, _ in sizes)
     acts = sum(((i + o) * act_bits + 7) // 8 for _, i, o in sizes)
     return {"weights": weights, "activations": acts, "total": weights + acts}
+
+
+MATRIX_FLAGS = ("amx_bf16", "amx_fp16", "amx_int8", "avx512_bf16", "avx512_fp16",
+                "avx512_vnni", "avx_vnni")
+
+
+@dataclass(frozen=True)
+class Peak:
+    """This CPU's fp32 peak on one core, from its vector width and clock.
+
+    ``lanes`` fp32 values per vector instruction (16 with AVX-512, 8 with AVX2, 4 otherwise),
+    × 2 for the fused multiply-add, × ``units`` FMA units per core, × the highest clock the
+    kernel reports. An achieved rate divided by ``gflops`` says how much of the core a kernel
+    uses; a ratio between two kernels can then be judged against that share.
+    """
+
+    lanes: int
+    units: int
+    clock_ghz: float
+    matrix_flags: tuple[str, ...]
+
+    @property
+    def gflops(self) -> float:
+        return self.lanes * 2 * self.units * self.clock_ghz
+
+    def share(self, flops: float, seconds: float) -> float:
+        """Achieved share of the one-core fp32 peak for ``flops`` operations in ``seconds``."""
+        check_real("flops", flops)
+        check_real("seconds", seconds, open_low=True)
+        return flops / seconds / 1e9 / self.gflops
+
+    def __str__(self) -> str:
+        return (f"one core: {self.lanes} fp32 lanes × 2 (FMA) × {self.units} units × "
+                f"{self.clock_ghz:.2f} GHz = {self.gflops:.0f} GFLOP/s peak")
+
+
+def peak(cpuinfo: str | None = None, units: int = 2) -> Peak:
+    """The fp32 peak of one core of this CPU (see `Peak`), read from ``/proc/cpuinfo``.
+
+    Parameters
+    ----------
+    cpuinfo : str, optional
+        The text of ``/proc/cpuinfo`` (read from the machine when None). Without a clock the
+        peak is NaN: the rate is still printed, its share is not.
+    units : int
+        FMA units per core (2 on recent x86 server cores).
+
+    >>> p = peak("flags : fpu avx2 fma\\ncpu MHz : 2000.0\\n")
+    >>> p.lanes, p.gflops
+    (8, 64.0)
+    """
+    check_int("units", units, 1)
+    if cpuinfo is None:
+        from pathlib import Path
+
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    if not isinstance(cpuinfo, str):
+        raise fail("cpuinfo", cpuinfo, "the text of /proc/cpuinfo (a str)")
+    flags: set[str] = set()
+    mhz: list[float] = []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags |= set(value.split())
+        elif key.strip() == "cpu MHz":
+            try:
+                mhz.append(float(value))
+            except ValueError:
+                pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    clock = max(mhz) / 1e3 if mhz else math.nan
+    return Peak(lanes, units, clock, tuple(sorted(flags & set(MATRIX_FLAGS))))

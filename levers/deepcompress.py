@@ -109,20 +109,6 @@ def positions_from_gaps(gaps: Tensor) -> Tensor:
     return torch.cumsum(gaps.long() + 1, 0) - 1
 
 
-def entropy_bytes(symbols: Tensor | np.ndarray) -> float:
-    """The entropy bound of a symbol stream: ``n·H / 8`` bytes (no code can do better on average).
-
-    Examples
-    --------
-    >>> entropy_bytes(torch.tensor([0, 0, 1, 2]))  # H = 1.5 bits, 4 symbols
-    0.75
-    """
-    if not isinstance(symbols, Tensor | np.ndarray):
-        raise fail("symbols", symbols, "a tensor or array of symbols")
-    counts = huffman.symbol_counts(symbols)
-    return sum(counts.values()) * huffman.entropy(counts) / 8 if counts else 0.0
-
-
 def layer_streams(w: Tensor, fmt: LayerFormat) -> tuple[Tensor, Tensor, Tensor]:
     """Split a weight tensor into (codebook, value symbols, gap symbols) as `serialize` stores them.
 

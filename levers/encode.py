@@ -22,6 +22,7 @@ sparsity), so `decode` takes them as arguments.
 Quantized values are stored the same way: `pack_bits` writes b-bit integers densely (8/b per
 byte), `export` turns a model fake-quantized by `levers.qmodel.quantize_` into packed integers
 and their scales, and `codebook_bytes` counts a k-means codebook (`levers.kmeans`).
+The structured-sparse formats (N:M, BSR) are `levers.structured_formats`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from levers._bytes import INDEX_DTYPES, index_bytes_of, raw_bytes
 from levers._checks import (
     check_choice,
     check_instance,
@@ -47,24 +49,11 @@ from levers.qmodel import FakeQuantLayer
 from levers.quant import quantize_affine
 
 FORMATS = ("dense", "bitmask", "coo", "csr")
-_INDEX_DTYPES = {1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}
 
 
 def _check(fmt: str, index_bytes: int) -> None:
     check_choice("fmt", fmt, FORMATS)
-    check_choice("index_bytes", index_bytes, tuple(_INDEX_DTYPES))
-
-
-def _raw(t: Tensor) -> bytes:
-    """The values of `t` as little-endian bytes, whatever the dtype (bfloat16 included)."""
-    return t.detach().contiguous().flatten().view(torch.uint8).numpy().tobytes()
-
-
-def _indices(values: np.ndarray, index_bytes: int, what: str) -> bytes:
-    if values.size and int(values.max()) >= 256 ** index_bytes:
-        raise ValueError(f"index_bytes={index_bytes} cannot hold {what} up to {int(values.max())}; "
-                         f"use at least {math.ceil(math.log2(int(values.max()) + 1) / 8)} bytes")
-    return values.astype(_INDEX_DTYPES[index_bytes]).tobytes()
+    check_choice("index_bytes", index_bytes, tuple(INDEX_DTYPES))
 
 
 def encode(w: Tensor, fmt: str, index_bytes: int = 4) -> bytes:
@@ -93,21 +82,21 @@ def encode(w: Tensor, fmt: str, index_bytes: int = 4) -> bytes:
         raise fail("w", w, "a torch.Tensor")
     _check(fmt, index_bytes)
     if fmt == "dense":
-        return _raw(w)
+        return raw_bytes(w)
     flat = w.detach().contiguous().flatten()
     nonzero = flat != 0
-    values = _raw(flat[nonzero])
+    values = raw_bytes(flat[nonzero])
     if fmt == "bitmask":
         return np.packbits(nonzero.numpy()).tobytes() + values
     if fmt == "coo":
         coords = np.stack(np.unravel_index(np.flatnonzero(nonzero.numpy()), tuple(w.shape)))
-        return b"".join(_indices(c, index_bytes, "coordinates") for c in coords) + values
+        return b"".join(index_bytes_of(c, index_bytes, "coordinates") for c in coords) + values
     if w.dim() != 2:
         raise ValueError(f"csr needs a 2-D tensor, got shape {tuple(w.shape)}")
     rows, cols = np.nonzero(nonzero.reshape(w.shape).numpy())
     row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=w.shape[0]))])
-    return (_indices(row_ptr, index_bytes, "row pointers")
-            + _indices(cols, index_bytes, "column indices") + values)
+    return (index_bytes_of(row_ptr, index_bytes, "row pointers")
+            + index_bytes_of(cols, index_bytes, "column indices") + values)
 
 
 def decode(data: bytes, fmt: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
@@ -135,7 +124,7 @@ def decode(data: bytes, fmt: str, shape: tuple[int, ...], dtype: torch.dtype = t
         return torch.from_numpy(chunk).view(dtype) if count else torch.empty(0, dtype=dtype)
 
     def ints(offset: int, count: int) -> np.ndarray:
-        return np.frombuffer(bytes(data), dtype=_INDEX_DTYPES[index_bytes], count=count,
+        return np.frombuffer(bytes(data), dtype=INDEX_DTYPES[index_bytes], count=count,
                              offset=offset).astype(np.int64)
 
     out = torch.zeros(n, dtype=dtype)
@@ -200,179 +189,6 @@ def formula_bytes(fmt: str, shape: tuple[int, ...], nnz: int, value_bytes: int =
     if len(shape) != 2:
         raise ValueError(f"csr needs a 2-D shape, got {shape}")
     return (shape[0] + 1) * index_bytes + nnz * (index_bytes + value_bytes)
-
-
-# --- Structured sparse formats: N:M (2:4) and block-sparse rows (BSR) -------------------------
-# N:M: a tensor whose every group of m consecutive entries (flatten order, i.e. along the last
-# dimension) holds at most n non-zeros is stored as n values and n position indices of
-# ⌈log2 m⌉ bits per group: g·n·b + ⌈g·n·⌈log2 m⌉ / 8⌉ bytes for g = numel/m groups (2:4: half
-# the values plus 2 bits each). BSR: an (r, c) matrix cut into bh × bw blocks stores the blocks
-# that hold a non-zero, whole, as CSR over block rows (scipy.sparse.bsr_matrix's arrays):
-# (r/bh + 1)·i + k·i + k·bh·bw·b bytes for k stored blocks.
-
-
-def _nm_layout(shape: tuple[int, ...], n: int, m: int) -> tuple[int, int]:
-    """Number of groups and bits per position of an N:M payload of `shape`."""
-    check_int("m", m, 2)
-    check_int("n", n, 1, m)
-    numel = math.prod(shape)
-    if numel % m:
-        raise fail("shape", shape, f"a shape whose number of entries is a multiple of m={m}")
-    return numel // m, math.ceil(math.log2(m))
-
-
-def encode_nm(w: Tensor, n: int = 2, m: int = 4) -> bytes:
-    """Serialize `w` in the compressed N:M format: per group, `n` values then packed positions.
-
-    Layout: all ``g·n`` values (group by group, in position order; a group with fewer than `n`
-    non-zeros stores explicit zeros), then the ``g·n`` positions in the group, ⌈log2 m⌉ bits
-    each, packed with `pack_bits`. Reshape a conv weight so its groups are consecutive first.
-
-    Examples
-    --------
-    >>> w = torch.tensor([[0., 3., 0., -1., 5., 0., 0., 0.]])  # two groups of 4
-    >>> len(encode_nm(w)), nm_bytes((1, 8))  # 4 values · 4 B + 4 positions · 2 bits
-    (17, 17)
-    """
-    if not isinstance(w, Tensor):
-        raise fail("w", w, "a torch.Tensor")
-    g, bits = _nm_layout(tuple(w.shape), n, m)
-    groups = w.detach().contiguous().reshape(g, m)
-    nonzero = groups != 0
-    if bool((nonzero.sum(1) > n).any()):
-        raise fail("w", w, f"a tensor with at most n={n} non-zeros in every group of m={m} "
-                   "consecutive entries (prune it with levers.prune.nm_mask)")
-    # the non-zeros first (stable, so in position order), then zeros to fill n slots
-    slots = torch.argsort((~nonzero).to(torch.int8), dim=1, stable=True)[:, :n]
-    slots = slots.sort(dim=1).values
-    return _raw(groups.gather(1, slots)) + pack_bits(slots, bits).numpy().tobytes()
-
-
-def decode_nm(data: bytes, shape: tuple[int, ...], n: int = 2, m: int = 4,
-              dtype: torch.dtype = torch.float32) -> Tensor:
-    """Rebuild the dense tensor from an `encode_nm` payload (its inverse).
-
-    Examples
-    --------
-    >>> w = torch.tensor([[0., 3., 0., -1., 5., 0., 0., 0.]])
-    >>> torch.equal(decode_nm(encode_nm(w), (1, 8)), w)
-    True
-    """
-    if not isinstance(data, bytes | bytearray):
-        raise fail("data", data, "bytes")
-    shape = check_shape("shape", shape)
-    if not isinstance(dtype, torch.dtype):
-        raise fail("dtype", dtype, "a torch.dtype")
-    g, bits = _nm_layout(shape, n, m)
-    b = torch.empty(0, dtype=dtype).element_size()
-    if len(data) != nm_bytes(shape, n, m, b):
-        raise ValueError(f"data has {len(data)} bytes, which is not an {n}:{m} payload of shape "
-                         f"{shape} and dtype {dtype}")
-    buf = np.frombuffer(bytes(data), dtype=np.uint8)
-    values = torch.from_numpy(buf[:g * n * b].copy()).view(dtype).reshape(g, n)
-    slots = unpack_bits(torch.from_numpy(buf[g * n * b:].copy()), bits, g * n).reshape(g, n)
-    return torch.zeros(g, m, dtype=dtype).scatter_(1, slots, values).reshape(shape)
-
-
-def nm_bytes(shape: tuple[int, ...], n: int = 2, m: int = 4, value_bytes: int = 4) -> int:
-    """Size of the `encode_nm` payload: ``g·n·b + ⌈g·n·⌈log2 m⌉ / 8⌉`` for ``g`` groups.
-
-    Examples
-    --------
-    >>> nm_bytes((300, 784))  # LeNet fc1 in 2:4: 117,600 values and 117,600 2-bit positions
-    499800
-    """
-    g, bits = _nm_layout(check_shape("shape", shape), n, m)
-    check_int("value_bytes", value_bytes, 1)
-    return g * n * value_bytes + math.ceil(g * n * bits / 8)
-
-
-def _bsr_grid(shape: tuple[int, ...], block: tuple[int, int]) -> tuple[int, int]:
-    if (not isinstance(block, tuple) or len(block) != 2
-            or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in block)):
-        raise fail("block", block, "a tuple of two positive ints (bh, bw)")
-    if len(shape) != 2 or shape[0] % block[0] or shape[1] % block[1]:
-        raise fail("shape", shape, f"a 2-D shape divisible by block={block}")
-    return shape[0] // block[0], shape[1] // block[1]
-
-
-def encode_bsr(w: Tensor, block: tuple[int, int] = (4, 4), index_bytes: int = 4) -> bytes:
-    """Serialize a matrix in BSR: block-row pointers, block-column indices, then the blocks.
-
-    A block is stored (all ``bh·bw`` values, row-major) when it holds at least one non-zero;
-    the three arrays are those of ``scipy.sparse.bsr_matrix``.
-
-    Examples
-    --------
-    >>> w = torch.zeros(4, 4)
-    >>> w[0, 1] = w[3, 3] = 1.0
-    >>> len(encode_bsr(w, (2, 2))), bsr_bytes((4, 4), 2, (2, 2))  # 3 + 2 indices, 2 blocks
-    (52, 52)
-    """
-    if not isinstance(w, Tensor):
-        raise fail("w", w, "a torch.Tensor")
-    check_choice("index_bytes", index_bytes, tuple(_INDEX_DTYPES))
-    (rb, cb), (bh, bw) = _bsr_grid(tuple(w.shape), block), block
-    blocks = w.detach().contiguous().reshape(rb, bh, cb, bw).transpose(1, 2)  # [rb, cb, bh, bw]
-    stored = blocks.flatten(2).ne(0).any(2)
-    rows, cols = np.nonzero(stored.numpy())
-    row_ptr = np.concatenate([[0], np.cumsum(stored.sum(1).numpy())])
-    return (_indices(row_ptr, index_bytes, "block-row pointers")
-            + _indices(cols, index_bytes, "block-column indices")
-            + _raw(blocks[torch.from_numpy(rows), torch.from_numpy(cols)]))
-
-
-def decode_bsr(data: bytes, shape: tuple[int, int], block: tuple[int, int] = (4, 4),
-               dtype: torch.dtype = torch.float32, index_bytes: int = 4) -> Tensor:
-    """Rebuild the dense matrix from an `encode_bsr` payload (its inverse).
-
-    Examples
-    --------
-    >>> w = torch.zeros(4, 4)
-    >>> w[0, 1] = w[3, 3] = 1.0
-    >>> torch.equal(decode_bsr(encode_bsr(w, (2, 2)), (4, 4), (2, 2)), w)
-    True
-    """
-    if not isinstance(data, bytes | bytearray):
-        raise fail("data", data, "bytes")
-    check_choice("index_bytes", index_bytes, tuple(_INDEX_DTYPES))
-    shape = check_shape("shape", shape)
-    if not isinstance(dtype, torch.dtype):
-        raise fail("dtype", dtype, "a torch.dtype")
-    (rb, cb), (bh, bw) = _bsr_grid(shape, block), block
-    b, head = torch.empty(0, dtype=dtype).element_size(), (rb + 1) * index_bytes
-    k = (int(np.frombuffer(bytes(data), dtype=_INDEX_DTYPES[index_bytes], count=1,
-                           offset=head - index_bytes)[0]) if len(data) >= head else -1)
-    if k < 0 or len(data) != bsr_bytes(shape, k, block, b, index_bytes):
-        raise ValueError(f"data has {len(data)} bytes, which is not a BSR payload of shape "
-                         f"{shape}, block {block} and dtype {dtype}")
-    ints = np.frombuffer(bytes(data), dtype=_INDEX_DTYPES[index_bytes], count=rb + 1 + k)
-    row_ptr, cols = ints[:rb + 1].astype(np.int64), ints[rb + 1:].astype(np.int64)
-    rows = np.repeat(np.arange(rb), np.diff(row_ptr))
-    chunk = np.frombuffer(bytes(data), dtype=np.uint8, offset=head + k * index_bytes).copy()
-    blocks = torch.zeros(rb, cb, bh, bw, dtype=dtype)
-    if k:
-        blocks[torch.from_numpy(rows), torch.from_numpy(cols)] = (
-            torch.from_numpy(chunk).view(dtype).reshape(k, bh, bw))
-    return blocks.transpose(1, 2).reshape(shape)
-
-
-def bsr_bytes(shape: tuple[int, int], n_blocks: int, block: tuple[int, int] = (4, 4),
-              value_bytes: int = 4, index_bytes: int = 4) -> int:
-    """Size of the `encode_bsr` payload: ``(r/bh + 1)·i + k·i + k·bh·bw·b`` for `n_blocks` k.
-
-    Examples
-    --------
-    >>> bsr_bytes((300, 784), 1470)  # fc1 with 10 % of its 4 × 4 blocks kept
-    100264
-    """
-    shape = check_shape("shape", shape)
-    (rb, cb), (bh, bw) = _bsr_grid(shape, block), block
-    check_int("n_blocks", n_blocks, 0, rb * cb)
-    check_int("value_bytes", value_bytes, 1)
-    check_choice("index_bytes", index_bytes, tuple(_INDEX_DTYPES))
-    return (rb + 1) * index_bytes + n_blocks * (index_bytes + bh * bw * value_bytes)
-# --- end of the structured sparse formats -------------------------------------------------------
 
 
 def saved_bytes(obj: object) -> int:

@@ -22,6 +22,8 @@ from collections.abc import Hashable, Iterable, Mapping
 import numpy as np
 import torch
 
+from levers._checks import fail
+
 
 def _check_counts(counts: object) -> None:
     if not isinstance(counts, Mapping) or not counts:
@@ -69,6 +71,20 @@ def entropy(counts: Mapping[Hashable, int]) -> float:
     _check_counts(counts)
     total = sum(counts.values())
     return float(-sum(c / total * math.log2(c / total) for c in counts.values()))
+
+
+def entropy_bytes(symbols: torch.Tensor | np.ndarray) -> float:
+    """The entropy bound of a symbol stream: ``n·H / 8`` bytes (no code can do better on average).
+
+    Examples
+    --------
+    >>> entropy_bytes(torch.tensor([0, 0, 1, 2]))  # H = 1.5 bits, 4 symbols
+    0.75
+    """
+    if not isinstance(symbols, torch.Tensor | np.ndarray):
+        raise fail("symbols", symbols, "a tensor or array of symbols")
+    counts = symbol_counts(symbols)
+    return sum(counts.values()) * entropy(counts) / 8 if counts else 0.0
 
 
 def code_lengths(counts: Mapping[Hashable, int]) -> dict[Hashable, int]:

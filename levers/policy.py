@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from levers import compress, share
+from levers import compress, share, structured
 from levers import prune as P
 from levers._checks import (
     check_amount,
@@ -138,7 +138,7 @@ def apply(model: nn.Module, policy: Mapping[str, LayerPolicy], split: Split,
         if rule.sparsity > 0:
             masks[f"{name}.weight"] = (P.magnitude_mask(w, rule.sparsity)
                                        if rule.granularity == "element"
-                                       else P.structured_mask(w, rule.sparsity, dim=0))
+                                       else structured.structured_mask(w, rule.sparsity, dim=0))
     if masks:
         P.apply_masks(m, masks)
         if prune_epochs:

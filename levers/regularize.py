@@ -233,8 +233,8 @@ def shrink_to_alive(model: MLP) -> MLP:
 
     Deleting neuron ``j`` of layer ``i`` removes row ``j`` of ``W_i``, entry ``j`` of ``b_i`` and
     column ``j`` of ``W_{i+1}``; since the neuron always outputs 0, the result computes exactly
-    what `model` computes. (`levers.prune.shrink_mlp` removes the same fraction of every layer
-    by norm; group lasso zeroes a different number of neurons per layer.)
+    what `model` computes. (`levers.structured.shrink_mlp` removes the same fraction of every
+    layer by norm; group lasso zeroes a different number of neurons per layer.)
 
     Examples
     --------

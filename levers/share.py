@@ -1,7 +1,8 @@
 """Trained quantization (Han et al. 2016, §3): weight sharing with fine-tuned centroids.
 
 The non-zero weights of a pruned layer are clustered into ``k = 2^b − 1`` shared values (1-D
-k-means, `levers.kmeans.lloyd`); code 0 stands for the exact zero, so pruned weights stay
+k-means, `levers.kmeans.lloyd` to a fixed point; a cluster left empty keeps its centroid); code
+0 stands for the exact zero, so pruned weights stay
 pruned: every weight is ``W_i = c[I_i]`` with ``c[0] = 0`` fixed. The loss then depends on the
 weights only through the centroids, and the chain rule gives the centroid's gradient as the sum
 of the gradients of the weights that share it:
@@ -101,7 +102,7 @@ def share(w: Tensor, bits: int, init: str = "linear", iters: int = 30,
     if not bool(nonzero.any()):
         return Shared(torch.zeros(0), torch.zeros(w.shape, dtype=torch.int64))
     x = flat[nonzero]
-    centroids, index = lloyd(x, init_centroids(x, 2**bits - 1, init, generator), iters)
+    centroids, index, _, _ = lloyd(x, init_centroids(x, 2**bits - 1, init, generator), iters)
     indices = torch.zeros(len(flat), dtype=torch.int64)
     indices[nonzero] = index + 1
     return Shared(centroids, indices.reshape(w.shape))

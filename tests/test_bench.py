@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from levers import bench
 from levers.bench import Timing, break_even, compare, compare_models, latency, native
 from levers.repro import KERNEL_PINS, NATIVE_FLAG
 
@@ -260,23 +259,3 @@ def test_compare_models_puts_models_in_eval_mode():
     model = nn.Dropout(0.5).train()
     compare_models({"d": model}, torch.ones(8), rounds=1, repeats=1)
     assert not model.training
-
-
-def test_peak_reads_vector_width_and_clock_from_cpuinfo():
-    text = "flags : fpu avx2 avx512f amx_int8 fma\ncpu MHz : 2100.000\ncpu MHz : 1800\n"
-    p = bench.peak(text)
-    assert (p.lanes, p.units, p.clock_ghz) == (16, 2, 2.1)
-    assert p.gflops == pytest.approx(134.4) and p.matrix_flags == ("amx_int8",)
-    assert p.share(134.4e9, 1.0) == pytest.approx(1.0)
-    assert "134 GFLOP/s" in str(p)
-    assert bench.peak("flags : sse2\n").lanes == 4
-    assert math.isnan(bench.peak("").gflops)
-
-
-def test_peak_names_its_bad_arguments():
-    with pytest.raises(ValueError, match="units"):
-        bench.peak("", units=0)
-    with pytest.raises(ValueError, match="cpuinfo"):
-        bench.peak(b"flags")
-    with pytest.raises(ValueError, match="seconds"):
-        bench.peak("flags : avx2\ncpu MHz : 1000").share(1.0, 0.0)

@@ -1,4 +1,5 @@
-"""Tests of levers.compress (criteria, schedules, masks through training, lottery tickets) and
+"""Tests of levers.compress (criteria, schedules, masks through training), levers.lottery
+(snapshots, rewinding, re-initialization; they share this file's small model and data) and
 levers.regularize's neuron group lasso (penalty, block soft-threshold, shrinking)."""
 
 import copy
@@ -12,7 +13,8 @@ from scipy.optimize import minimize
 from torch.nn import functional as F
 
 from levers import compress as C
-from levers import metrics, schedule
+from levers import lottery as L
+from levers import metrics, schedule, structured
 from levers import prune as P
 from levers import regularize as R
 from levers.data import Split
@@ -43,12 +45,12 @@ def kept_subset(inner: dict, outer: dict) -> bool:
 
 def test_taylor_scores_equal_w_times_autograd_gradient():
     split, model = tiny_split(), net()
-    scores = C.taylor_scores(model, split.x_train, split.y_train, batch_size=40)
+    scores = P.taylor_scores(model, split.x_train, split.y_train, batch_size=40)
     F.cross_entropy(model(split.x_train), split.y_train).backward()
     for name, w in P.prunable(model).items():
         assert torch.allclose(scores[name], (w.detach() * w.grad).abs(), rtol=1e-5, atol=1e-9)
     model.zero_grad(set_to_none=True)
-    C.taylor_scores(model, split.x_train, split.y_train)
+    P.taylor_scores(model, split.x_train, split.y_train)
     assert all(p.grad is None for p in model.parameters())  # .grad left untouched
 
 
@@ -63,7 +65,7 @@ def test_importance_criteria_and_their_errors():
     with pytest.raises(ValueError, match="needs the data"):
         C.importance(model, "taylor")
     with pytest.raises(ValueError, match=r"y must be one label per input of x \("):
-        C.taylor_scores(model, split.x_train, split.y_train[:5])
+        P.taylor_scores(model, split.x_train, split.y_train[:5])
     with pytest.raises(ValueError, match="scope must be"):
         C.masks_from_scores(mag, 0.5, scope="network")
 
@@ -175,10 +177,10 @@ def test_rewinding_restores_the_exact_initial_values_on_kept_weights():
     split, model = tiny_split(), net()
     init = copy.deepcopy(model.state_dict())
     early: dict = {}
-    fit(model, split, epochs=2, lr=0.05, batch_size=32, after_step=C.snapshot_hook(3, early))
+    fit(model, split, epochs=2, lr=0.05, batch_size=32, after_step=L.snapshot_hook(3, early))
     masks = C.prune(model, 0.8)
     ticket = net(seed=5)
-    C.rewind(ticket, masks, init)
+    L.rewind(ticket, masks, init)
     for name, p in ticket.named_parameters():
         mask = masks.get(name, torch.ones_like(p, dtype=torch.bool))
         assert torch.equal(p[mask], init[name][mask]) and bool((p[~mask] == 0).all())
@@ -187,7 +189,7 @@ def test_rewinding_restores_the_exact_initial_values_on_kept_weights():
     fit(one_epoch, split, epochs=1, lr=0.05, batch_size=32)
     assert all(torch.equal(early[k], v) for k, v in one_epoch.state_dict().items())
     with pytest.raises(ValueError, match="state must be"):
-        C.rewind(ticket, masks, {})
+        L.rewind(ticket, masks, {})
 
 
 def test_reinit_keeps_the_mask_and_draws_new_values_reproducibly():
@@ -195,14 +197,14 @@ def test_reinit_keeps_the_mask_and_draws_new_values_reproducibly():
     init = copy.deepcopy(model.state_dict())
     masks = C.prune(model, 0.7)
     a, b = net(seed=9), net(seed=9)
-    C.reinit(a, masks, seed=3)
-    C.reinit(b, masks, seed=3)
+    L.reinit(a, masks, seed=3)
+    L.reinit(b, masks, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     for name, mask in masks.items():
         w = a.get_parameter(name)
         assert bool((w[~mask] == 0).all()) and not torch.equal(w[mask], init[name][mask])
     state = torch.random.get_rng_state()
-    C.reinit(a, masks, seed=4)
+    L.reinit(a, masks, seed=4)
     assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is untouched
 
 
@@ -261,14 +263,14 @@ def test_shrink_computes_the_same_function_and_matches_shrink_mlp():
     assert small.sizes == (784, 20, 9, 10)
     x = tiny_split().x_test
     assert torch.allclose(small(x), model(x), atol=1e-6)
-    # Oracle: with the same fraction of zero neurons in every layer, S.shrink_mlp removes the
-    # same neurons.
+    # Oracle: with the same fraction of zero neurons in every layer, structured.shrink_mlp
+    # removes the same neurons.
     even = net(sizes=(784, 8, 4, 10))
     with torch.no_grad():
         for layer, rows in ((even.fc1, [1, 5]), (even.fc2, [2])):
             layer.weight[rows] = 0.0
             layer.bias[rows] = 0.0
-    ref = P.shrink_mlp(even, 0.25)
+    ref = structured.shrink_mlp(even, 0.25)
     ours = R.shrink_to_alive(even)
     assert ours.sizes == ref.sizes
     assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), ref.parameters(),

@@ -1,10 +1,13 @@
-"""Tests for levers.cost: MACs against hand counts, bytes moved, the energy model's table."""
+"""Tests for levers.cost: MACs against hand counts, bytes moved, the energy model's table, the
+CPU's peak read from /proc/cpuinfo."""
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from levers.cost import ENERGY_PJ, energy_estimate_pj, macs
+from levers.cost import ENERGY_PJ, energy_estimate_pj, macs, peak
 from levers.models import LeNet5, LeNet300100, mlp
 
 # --- macs -----------------------------------------------------------------------------------
@@ -139,3 +142,23 @@ def test_energy_of_lenet300100_is_dominated_by_dram_reads():
 def test_energy_rejects_bad_arguments(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         energy_estimate_pj(*args, **kwargs)
+
+
+def test_peak_reads_vector_width_and_clock_from_cpuinfo():
+    text = "flags : fpu avx2 avx512f amx_int8 fma\ncpu MHz : 2100.000\ncpu MHz : 1800\n"
+    p = peak(text)
+    assert (p.lanes, p.units, p.clock_ghz) == (16, 2, 2.1)
+    assert p.gflops == pytest.approx(134.4) and p.matrix_flags == ("amx_int8",)
+    assert p.share(134.4e9, 1.0) == pytest.approx(1.0)
+    assert "134 GFLOP/s" in str(p)
+    assert peak("flags : sse2\n").lanes == 4
+    assert math.isnan(peak("").gflops)
+
+
+def test_peak_names_its_bad_arguments():
+    with pytest.raises(ValueError, match="units"):
+        peak("", units=0)
+    with pytest.raises(ValueError, match="cpuinfo"):
+        peak(b"flags")
+    with pytest.raises(ValueError, match="seconds"):
+        peak("flags : avx2\ncpu MHz : 1000").share(1.0, 0.0)

@@ -18,6 +18,7 @@ from levers.kmeans import (
     _start,
     kmeans_dequantize,
     kmeans_quantize,
+    lloyd,
 )
 from levers.quant import QScheme, fake_quantize_affine
 
@@ -122,3 +123,69 @@ def test_bad_input():
     with pytest.raises(TypeError, match="Codebook"):
         kmeans_dequantize(torch.zeros(3))
     assert isinstance(kmeans_quantize(torch.randn(4), 1), Codebook)
+
+
+# --- the one Lloyd loop, as both callers use it ----------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("empty", ["keep", "farthest"])
+def test_lloyd_sorted_and_unsorted_values_give_the_same_clustering(seed, empty):
+    # Sorted values take the running-sum path, unsorted ones the per-value sums: the same
+    # clustering, centroids equal up to float64 rounding.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.cat([torch.randn(2000, generator=g) * 0.05, torch.randn(50, generator=g)]).double()
+    start = torch.linspace(float(x.min()), float(x.max()), 16, dtype=torch.float64)
+    perm = torch.randperm(len(x), generator=g)
+    xs = x.sort().values
+    c_sorted, i_sorted, n_sorted, ok_sorted = lloyd(xs, start, 1000, 0.0, empty)
+    c_perm, i_perm, n_perm, ok_perm = lloyd(xs[perm], start, 1000, 0.0, empty)
+    assert ok_sorted and ok_perm and n_sorted == n_perm
+    assert torch.allclose(c_sorted, c_perm, rtol=0, atol=1e-12)
+    assert torch.equal(i_sorted[perm], i_perm)
+
+
+def test_lloyd_to_a_fixed_point_equals_scikit_learn_from_the_same_start():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3000, generator=g).double() ** 3
+    start = _start(x, 8, "k-means++", 2)
+    c, index, steps, converged = lloyd(x, start, 10_000, 0.0, "farthest")
+    assert converged and steps > 1
+    np.testing.assert_allclose(c.numpy(), _sklearn_from(x, start), rtol=0, atol=1e-9)
+    assert torch.equal(index, torch.bucketize(x, (c[1:] + c[:-1]) / 2))
+
+
+def test_kmeans_quantize_is_lloyd_on_the_sorted_weights():
+    w = torch.randn(40, 30, generator=torch.Generator().manual_seed(6))
+    cb = kmeans_quantize(w, 3, init="k-means++", seed=4)
+    x = w.reshape(-1).double()
+    c, _, steps, converged = lloyd(x.sort().values, _start(x, 8, "k-means++", 4), 1000, 1e-8,
+                                   "farthest")
+    assert torch.equal(cb.centroids, c.float()) and (cb.iterations, cb.converged) == (steps,
+                                                                                       converged)
+
+
+def test_an_empty_cluster_keeps_its_centroid_or_takes_the_farthest_value():
+    # Levels 0, 1, 2, 3 over values near 0 and 3: the clusters of 1 and 2 are empty.
+    x = torch.tensor([0.0, 0.1, 0.2, 2.9, 3.0])
+    start = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    kept, index, _, converged = lloyd(x, start, empty="keep")
+    assert converged and torch.allclose(kept, torch.tensor([0.1, 1.0, 2.0, 2.95]))
+    assert index.tolist() == [0, 0, 0, 3, 3]
+    moved, index, _, _ = lloyd(x, start, empty="farthest")
+    assert len(torch.unique(index)) == 4  # every level serves at least one value
+
+
+def test_lloyd_stops_by_the_tolerance_rule_or_at_the_cap():
+    x = torch.randn(5000, generator=torch.Generator().manual_seed(7)).double() ** 3
+    start = torch.linspace(float(x.min()), float(x.max()), 8, dtype=torch.float64)
+    _, _, exact_steps, _ = lloyd(x, start, 10_000)
+    _, _, loose_steps, loose = lloyd(x, start, 10_000, tol=1e-2)
+    _, _, capped_steps, capped = lloyd(x, start, 2)
+    assert loose and 1 <= loose_steps < exact_steps
+    assert not capped and capped_steps == 2
+    with pytest.raises(ValueError, match="empty must be one of"):
+        lloyd(x, start, empty="zero")
+    with pytest.raises(ValueError, match="x must be 1-D and non-empty"):
+        lloyd(x[:0], start)
+

@@ -1,13 +1,12 @@
-"""Tests of levers.prune: exact budgets, masks that persist through training, shrinking."""
+"""Tests of levers.prune: exact budgets, criteria, masks that persist through training."""
 
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from levers import metrics, prune, schedule
+from levers import metrics, prune, schedule, structured
 from levers.data import Split
 from levers.models import MLP, LeNet5, LeNet300100
 from levers.train import fit
@@ -85,42 +84,6 @@ def test_random_mask_exact_budget_and_reproducible(shape, amount, seed):
     assert int((~a).sum()) == round(amount * w.numel())
 
 
-@FAST
-@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4), amount=amounts,
-       seed=st.integers(0, 2**16), data=st.data())
-def test_structured_mask_prunes_whole_slices_with_smallest_norms(shape, amount, seed, data):
-    w = tensor_from(seed, shape, ties=False)
-    dim = data.draw(st.integers(0, len(shape) - 1))
-    keep = prune.structured_mask(w, amount, dim=dim)
-    units = keep.movedim(dim, 0).reshape(shape[dim], -1)
-    assert (units.all(1) | ~units.any(1)).all()  # each slice is all kept or all pruned
-    kept_units = units[:, 0]
-    assert int((~kept_units).sum()) == round(amount * shape[dim])
-    norms = w.movedim(dim, 0).reshape(shape[dim], -1).norm(dim=1)
-    if kept_units.any() and (~kept_units).any():
-        assert norms[~kept_units].max() <= norms[kept_units].min()
-
-
-@FAST
-@given(rows=st.integers(1, 5), groups=st.integers(1, 5), nm=st.sampled_from([(1, 2), (2, 4),
-                                                                            (1, 4), (4, 8)]),
-       seed=st.integers(0, 2**16), ties=st.booleans())
-def test_nm_mask_keeps_n_largest_of_every_m(rows, groups, nm, seed, ties):
-    n, m = nm
-    w = tensor_from(seed, [rows, groups * m], ties)
-    keep = prune.nm_mask(w, n, m)
-    g_keep, g_mag = keep.reshape(-1, m), w.abs().reshape(-1, m)
-    assert (g_keep.sum(1) == n).all()
-    for k, mag in zip(g_keep, g_mag, strict=True):
-        if n < m:
-            assert mag[~k].max() <= mag[k].min()
-
-
-def test_two_four_is_half_sparse_on_lenet():
-    w = LeNet300100().fc1.weight
-    assert float((~prune.nm_mask(w)).float().mean()) == 0.5
-
-
 def test_prunable_and_compute_masks_on_lenet():
     model = LeNet300100()
     assert list(prune.prunable(model)) == ["fc1.weight", "fc2.weight", "fc3.weight"]
@@ -139,7 +102,7 @@ def test_masks_cover_conv_weights():
     assert list(masks)[:2] == ["conv1.weight", "conv2.weight"]
     total = sum(m.numel() for m in masks.values())
     assert sum(int((~m).sum()) for m in masks.values()) == round(0.75 * total)
-    conv = prune.structured_mask(LeNet5().conv2.weight, 0.5)  # whole output channels
+    conv = structured.structured_mask(LeNet5().conv2.weight, 0.5)  # whole output channels
     assert int(conv.flatten(1).all(1).sum()) == 8 and int(conv.flatten(1).any(1).sum()) == 8
 
 
@@ -178,20 +141,6 @@ def test_apply_masks_zeroes_and_rejects_bad_masks():
         prune.apply_masks(model, {"fc1.weight": torch.ones(3, 4)})
 
 
-@pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])
-def test_shrunk_mlp_equals_the_neuron_masked_model(amount):
-    torch.manual_seed(0)
-    model = LeNet300100()
-    masked = LeNet300100()
-    masked.load_state_dict(model.state_dict())
-    prune.apply_masks(masked, prune.neuron_masks(masked, amount))
-    small = prune.shrink_mlp(model, amount)
-    assert small.sizes == (784, 300 - round(300 * amount), 100 - round(100 * amount), 10)
-    x = torch.rand(20, 1, 28, 28)
-    with torch.no_grad():
-        assert torch.allclose(small(x), masked(x), atol=1e-5)
-
-
 @pytest.mark.parametrize("call, match", [
     (lambda: prune.magnitude_mask(torch.ones(3), -0.1), "amount"),
     (lambda: prune.magnitude_mask(torch.ones(3), 1.5), "amount"),
@@ -205,15 +154,9 @@ def test_shrunk_mlp_equals_the_neuron_masked_model(amount):
     (lambda: prune.magnitude_mask(torch.tensor([1.0, float("nan")]), 0.5), "finite"),
     (lambda: prune.global_magnitude_masks({}, 0.5), "non-empty"),
     (lambda: prune.random_mask(torch.ones(3), 2.0), "amount"),
-    (lambda: prune.structured_mask(torch.ones(3, 3), 0.5, dim=2), "dim"),
-    (lambda: prune.structured_mask(torch.ones(3, 3), 0.5, p=0), "p must"),
-    (lambda: prune.nm_mask(torch.ones(2, 4), n=3, m=2), "n must be <= m"),
-    (lambda: prune.nm_mask(torch.ones(2, 6), n=2, m=4), "multiple of m"),
-    (lambda: prune.nm_mask(torch.ones(2, 4), n=0, m=4), "n must be an int >= 1"),
     (lambda: prune.compute_masks(MLP((4, 2)), 0.5, method="taylor"), "method"),
     (lambda: prune.compute_masks(MLP((4, 2)), 0.5, scope="row"), "scope"),
     (lambda: prune.magnitude_mask(torch.ones(3), float("nan")), "amount"),
-    (lambda: prune.shrink_mlp(nn.Linear(3, 3), 0.5), "MLP"),
 ])
 def test_bad_input_gets_a_clear_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -227,46 +170,7 @@ def test_non_tensor_weight_is_a_type_error():
         prune.magnitude_mask(torch.ones(3, dtype=torch.int64), 0.5)
 
 
-# --- Han et al.'s per-layer threshold, N:M on conv weights, blocks and channels -------------
-
-
-def asp_m4n2_mask(w: torch.Tensor) -> torch.Tensor:
-    """NVIDIA ASP's 2:4 rule (apex.contrib.sparsity.sparse_masklib): a conv weight is permuted
-    to [kh, kw, out, in] and viewed as rows of input channels; every group of 4 keeps the
-    pattern of two ones with the largest sum of |w| (brute force over all six patterns)."""
-    import itertools
-
-    patterns = torch.tensor([[1.0 if i in keep else 0.0 for i in range(4)]
-                             for keep in itertools.combinations(range(4), 2)])
-    if w.dim() == 4:
-        o, i, kh, kw = w.shape
-        mat = w.permute(2, 3, 0, 1).reshape(-1, i)
-    else:
-        mat = w
-    groups = mat.abs().reshape(-1, 4)
-    best = patterns[torch.argmax(groups @ patterns.T, dim=1)].reshape(mat.shape).bool()
-    if w.dim() == 4:
-        return best.reshape(kh, kw, o, i).permute(2, 3, 0, 1)
-    return best
-
-
-@pytest.mark.parametrize("shape", [(8, 4, 3, 3), (16, 8, 5, 5), (4, 12, 1, 1), (6, 16)])
-@pytest.mark.parametrize("seed", range(5))
-def test_nm_mask_equals_nvidia_asp_rule_on_conv_and_linear(shape, seed):
-    w = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    assert torch.equal(prune.nm_mask(w, 2, 4), asp_m4n2_mask(w))
-
-
-def test_nm_mask_on_lenet5_groups_input_channels_and_refuses_too_few():
-    model = LeNet5()
-    for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
-        w = model.get_parameter(name)
-        assert torch.equal(prune.nm_mask(w), asp_m4n2_mask(w.detach()))
-    wide = torch.randn(4, 8, 5, 5)
-    keep = prune.nm_mask(wide)
-    assert (keep.reshape(4, 2, 4, 5, 5).sum(2) == 2).all()  # along the input channels
-    with pytest.raises(ValueError, match="input dimension"):
-        prune.nm_mask(model.conv2.weight)  # 6 input channels: not a multiple of 4
+# --- Han et al.'s per-layer threshold ------------------------------------------------------
 
 
 @FAST
@@ -291,61 +195,9 @@ def test_std_threshold_gives_each_layer_its_own_sparsity():
     assert float(masks["a"].float().mean()) != float(masks["b"].float().mean())
 
 
-@pytest.mark.parametrize("block", [(1, 1), (2, 2), (4, 4), (2, 8)])
-@pytest.mark.parametrize("amount", [0.0, 0.5, 0.9])
-def test_block_mask_prunes_the_smallest_blocks_by_norm(block, amount):
-    w = torch.randn(16, 32, generator=torch.Generator().manual_seed(3))
-    keep = prune.block_mask(w, amount, block)
-    bh, bw = block
-    tiles = keep.reshape(16 // bh, bh, 32 // bw, bw)
-    assert (tiles.all(dim=(1, 3)) == tiles.any(dim=(1, 3))).all()  # whole blocks
-    kept = tiles.all(dim=(1, 3))
-    norms = torch.tensor([[float(w[r * bh:(r + 1) * bh, c * bw:(c + 1) * bw].norm())
-                           for c in range(32 // bw)] for r in range(16 // bh)])
-    assert int((~kept).sum()) == round(amount * kept.numel())
-    if kept.any() and (~kept).any():
-        assert norms[~kept].max() <= norms[kept].min()
-    if block == (1, 1):
-        assert torch.equal(keep, prune.magnitude_mask(w, amount))
-
-
-@pytest.mark.parametrize("amount", [0.25, 0.5, 0.75])
-def test_channel_masks_equal_torch_ln_structured(amount):
-    torch.manual_seed(1)
-    model = LeNet5()
-    masks = prune.channel_masks(model, amount)
-    for name in ("conv1", "conv2"):
-        conv = getattr(model, name)
-        theirs = torch_prune.LnStructured(amount, n=1, dim=0).compute_mask(
-            conv.weight.detach(), torch.ones_like(conv.weight))
-        assert torch.equal(masks[f"{name}.weight"], theirs.bool())
-        assert torch.equal(masks[f"{name}.bias"], theirs.bool().flatten(1)[:, 0])
-
-
-@pytest.mark.parametrize("amount", [0.0, 0.25, 0.5, 0.75])
-def test_shrunk_cnn_equals_the_channel_masked_model(amount):
-    torch.manual_seed(2)
-    model = LeNet5()
-    masked = LeNet5()
-    masked.load_state_dict(model.state_dict())
-    prune.apply_masks(masked, prune.channel_masks(masked, amount))
-    small = prune.shrink_cnn(model, amount)
-    c1, c2 = 6 - round(6 * amount), 16 - round(16 * amount)
-    assert (small.conv1.out_channels, small.conv2.in_channels) == (c1, c1)
-    assert (small.conv2.out_channels, small.fc1.in_features) == (c2, 25 * c2)
-    x = torch.rand(8, 1, 28, 28)
-    with torch.no_grad():
-        assert torch.allclose(small(x), masked(x), atol=1e-5)
-    assert model.conv1.out_channels == 6  # the original is untouched
-
-
 @pytest.mark.parametrize("call, match", [
     (lambda: prune.std_threshold_masks({"w": torch.ones(1)}, 1.0), "at least two"),
     (lambda: prune.std_threshold_masks({"w": torch.ones(3)}, -1.0), "quality"),
-    (lambda: prune.block_mask(torch.ones(4, 6), 0.5, (4, 4)), "multiple of block"),
-    (lambda: prune.block_mask(torch.ones(4, 4), 0.5, (4, 0)), "block"),
-    (lambda: prune.channel_masks(MLP((4, 2)), 0.5), "LeNet5"),
-    (lambda: prune.shrink_cnn(LeNet5(), 1.5), "amount"),
 ])
 def test_new_criteria_reject_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
