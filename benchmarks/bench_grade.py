@@ -34,6 +34,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -117,6 +118,20 @@ def notes(report: dict) -> str:
     return " / ".join(lines)
 
 
+def wrapped(lines: list[str], width: int = 79) -> str:
+    """``lines`` cut to ``width`` columns (the book's code column), continued indented.
+
+    Examples
+    --------
+    >>> print(wrapped(["one two three four"], width=10), end="")
+    one two
+        three
+        four
+    """
+    return "".join(textwrap.fill(line, width, subsequent_indent="    ", break_long_words=True,
+                                 break_on_hyphens=False) + "\n" for line in lines)
+
+
 def machine() -> str:
     """Cores, CPU model and memory of this machine."""
     model = next((ln.split(":", 1)[1].strip() for ln in
@@ -194,7 +209,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     if str(args.summary) != "-":
         args.summary.parent.mkdir(parents=True, exist_ok=True)
-        args.summary.write_text("\n".join(lines) + "\n")
+        args.summary.write_text(wrapped(lines))
         print(f"wrote {args.summary}")
 
 
