@@ -26,13 +26,22 @@ from dataclasses import dataclass, field
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from levers.grading.client import SHUTDOWN, BoundedClient, boot, finish, new_client, shutdown
+from levers.grading.client import (
+    CUT,
+    SHUTDOWN,
+    BoundedClient,
+    boot,
+    finish,
+    flood,
+    new_client,
+    shutdown,
+)
 from levers.grading.sandbox import MAX_MESSAGE, Limits, Sandbox
 from levers.grading.values import PROBE_MIME, ProbeDataError, parse_reply, probe_code
 
 MAX_RESTARTS = 3
-# Seconds to wait for a cell's last output after its reply; longer means the output channel
-# was cut (ZeroMQ drops a kernel that sends one message over MAX_MESSAGE).
+# Seconds to wait for a cell's last output after its reply (`_unfinished` says why it did not
+# come: the channel cut, a flood of widget messages, or more output than the grader could read).
 IOPUB_TIMEOUT = 10
 PROBE_OUTPUT = MAX_MESSAGE * 3 // 4  # characters of a probe's reply (it must fit one message)
 # The first code of every kernel: the lab's rules (`levers.grading.guard`), before student code.
@@ -294,8 +303,7 @@ class _Run:
             await _send(client, cell, i)
         except (CellTimeoutError, TimeoutError) as exc:
             if "IOPub" in str(exc):
-                what = ("its output broke the kernel's output channel (one output over "
-                        f"{MAX_MESSAGE >> 20} MB?)")
+                what = _unfinished(client, i)
             elif walled:
                 self.fatal[i] = CellRun("timeout", "the submission's time limit "
                                         f"({self.limits.wall_timeout:g} s) was reached while "
@@ -363,9 +371,13 @@ class _Run:
         try:
             await _send(client, probe_cell, index, store_history=False)
         except (CellTimeoutError, TimeoutError) as exc:
-            self.results[gid] = {"ok": False, "error": (
-                f"its result was larger than the {MAX_MESSAGE >> 20} MB a check may send"
-                if "IOPub" in str(exc) else f"timed out after {client.timeout} s")}
+            if client.cuts.get(index):
+                why = f"its result was larger than the {MAX_MESSAGE >> 20} MB a check may send"
+            elif "IOPub" in str(exc):
+                why = _unfinished(client, index).replace("the cell", "the check")
+            else:
+                why = f"timed out after {client.timeout} s"
+            self.results[gid] = {"ok": False, "error": why}
             raise _Restart from None
         except DeadKernelError:
             self.results[gid] = {"ok": False, "error": self._death(before)
@@ -389,6 +401,16 @@ class _Run:
         except (ValueError, TypeError, RecursionError) as exc:  # forged, malformed values
             return {"ok": False, "error": f"the check's values could not be read "
                                           f"({type(exc).__name__})"}
+
+
+def _unfinished(client: BoundedClient, i: int) -> str:
+    """Why cell ``i``'s output did not end within `IOPUB_TIMEOUT` of its reply, as far as seen."""
+    if client.cuts.get(i):
+        return CUT.replace("an output of the cell", "one of its outputs")
+    if comms := client.comms.get(i):
+        return (f"the cell {flood(comms)}, and they had not stopped {IOPUB_TIMEOUT} s after "
+                "the cell ended")
+    return f"its output had not ended {IOPUB_TIMEOUT} s after the cell ended"
 
 
 async def _send(client: BoundedClient, cell: nbformat.NotebookNode, index: int,
