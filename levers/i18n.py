@@ -30,6 +30,7 @@ from levers._checks import fail
 #: Characters of the SHA-256 hex digest kept as a unit's hash.
 HASH_CHARS = 12
 FENCE = re.compile(r"^\s*(`{3,}|~{3,}|:{3,})(.*)$")
+LABEL = re.compile(r"^\([^)]+\)=\s*$")  # a MyST target, `(forbidden)=`
 # A line break between two CJK characters would show as a space: the output joins the lines.
 CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
 CJK_BREAK = re.compile(f"(?<=[{CJK}])\n[ \t]*(?=[{CJK}])")
@@ -59,6 +60,8 @@ def markdown_blocks(text: str) -> list[tuple[str, str]]:
     >>> page = "# Title\\n\\nOne.\\n\\n```{note}\\nA\\n\\nB\\n```\\n\\n## Next step\\n\\nTwo."
     >>> [key for key, _ in markdown_blocks(page)]
     ['title.0', 'title.1', 'title.2', 'next-step.0', 'next-step.1']
+    >>> [key for key, _ in markdown_blocks("(lbl)=\n## A\n\n```bash\n# not a heading\n```")]
+    ['a.0', 'a.1']
     >>> markdown_blocks(page)[2][1]
     '```{note}\\nA\\n\\nB\\n```'
     """
@@ -77,7 +80,10 @@ def markdown_blocks(text: str) -> list[tuple[str, str]]:
             blocks[-1].append(line)
     pairs, seen, section, place = [], {}, "top", 0
     for lines in filter(None, blocks):
-        heading = next((ln for ln in lines if re.match(r"#{1,6}\s", ln)), None)
+        # A block opens a section when its first line (after MyST labels) is a heading: a
+        # comment inside a code block (`# Debian`, `### BEGIN ...`) is not one.
+        first = next((ln for ln in lines if not LABEL.match(ln)), "")
+        heading = first if re.match(r"#{1,6}\s", first) else None
         if heading is not None:
             slug = "-".join(re.findall(r"[a-z0-9]+", heading.lower())) or "section"
             seen[slug] = seen.get(slug, 0) + 1
