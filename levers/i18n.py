@@ -60,7 +60,7 @@ def markdown_blocks(text: str) -> list[tuple[str, str]]:
     >>> page = "# Title\\n\\nOne.\\n\\n```{note}\\nA\\n\\nB\\n```\\n\\n## Next step\\n\\nTwo."
     >>> [key for key, _ in markdown_blocks(page)]
     ['title.0', 'title.1', 'title.2', 'next-step.0', 'next-step.1']
-    >>> [key for key, _ in markdown_blocks("(lbl)=\n## A\n\n```bash\n# not a heading\n```")]
+    >>> [key for key, _ in markdown_blocks("(lbl)=\\n## A\\n\\n```bash\\n# not a heading\\n```")]
     ['a.0', 'a.1']
     >>> markdown_blocks(page)[2][1]
     '```{note}\\nA\\n\\nB\\n```'
