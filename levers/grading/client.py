@@ -205,6 +205,18 @@ def amount(size: int) -> str:
     return f"{size / 2**30:.1f} GB" if size >= 1 << 30 else f"{size / 2**20:.0f} MB"
 
 
+def notable(comms: list[int]) -> bool:
+    """Whether a cell's dropped comm messages (``[count, bytes]``) are worth a note: a progress
+    bar's few small updates are not, a flood is.
+
+    Examples
+    --------
+    >>> notable([46, 40_000]), notable([60, 60 * 12 << 20]), notable([5_000, 5_000_000 // 2])
+    (False, True, True)
+    """
+    return comms[1] >= 1 << 20 or comms[0] >= 1_000
+
+
 def flood(comms: list[int]) -> str:
     """What the grader dropped of a cell's comm messages (``[count, bytes]``).
 
@@ -259,7 +271,7 @@ def finish(run, client, cells, fatal, fatal_outputs, label) -> list[str]:  # noq
         else:
             said = []
         if cell.cell_type == "code" and i not in fatal:
-            if comms := client.comms.get(i):
+            if (comms := client.comms.get(i)) and notable(comms):
                 said.append((f"this cell {flood(comms)}", f"{label(i)} {flood(comms)}."))
             if client.cuts.get(i):
                 said.append((CUT, f"{label(i)}: {CUT}."))
