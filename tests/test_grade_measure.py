@@ -137,6 +137,10 @@ def test_a_lab_naming_an_unknown_measurement_is_a_lab_error(tmp_path):
     nbformat.write(lab, path)
     with pytest.raises(LabError, match="measure must be a dict whose 'name' is one of"):
         read_solution(path)
+    hidden.metadata.levers["measure"] = {"name": "sparse_model", "sparsity": 0.9, "dorp": 0.01}
+    nbformat.write(lab, path)
+    with pytest.raises(LabError, match="measure 'sparse_model': .*drop"):
+        read_solution(path)
 
 
 def test_every_experiment_question_is_measured_by_the_grader():

@@ -4,23 +4,13 @@ rule, and shrunk models against the masked ones they replace."""
 import pytest
 import torch
 import torch.nn.utils.prune as torch_prune
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from test_prune import FAST, amounts, tensor_from  # the unstructured masks' test inputs
 from torch import nn
 
 from levers import prune, structured
 from levers.models import MLP, LeNet5, LeNet300100
-
-FAST = settings(max_examples=40, deadline=None)
-
-amounts = st.floats(0.0, 1.0)
-
-
-def tensor_from(seed: int, shape: list[int], ties: bool) -> torch.Tensor:
-    """Random weights; with ``ties`` the magnitudes take only a handful of values."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(shape, generator=g)
-    return torch.round(w * 2) / 2 if ties else w
 
 
 @FAST

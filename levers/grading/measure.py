@@ -16,6 +16,7 @@ Every measurement validates what it is given (keys, shapes, dtypes, byte streams
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -221,6 +222,11 @@ def check_measure(spec: object, where: str) -> dict:
     if not isinstance(spec, dict) or spec.get("name") not in MEASURES:
         raise ValueError(f"{where}: measure must be a dict whose 'name' is one of "
                          f"{sorted(MEASURES)}, got {spec!r}")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    try:  # its parameters are checked now, not when the first submission is scored
+        inspect.signature(MEASURES[spec["name"]]).bind(None, **params)
+    except TypeError as exc:
+        raise ValueError(f"{where}: measure {spec['name']!r}: {exc}") from None
     return spec
 
 
